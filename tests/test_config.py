@@ -1,0 +1,81 @@
+"""Config validation: each mistake stops with one message naming the field."""
+import importlib.util
+import pathlib
+
+import pytest
+
+from vivit_cofinetune import config_lib
+
+CONFIGS = pathlib.Path(__file__).parent.parent / 'configs'
+
+
+def load_config(name: str, arg: str = ''):
+  spec = importlib.util.spec_from_file_location(name, CONFIGS / f'{name}.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def demo():
+  return load_config('demo_cofinetune')
+
+
+def test_demo_config_is_valid():
+  config_lib.validate_config(demo(), num_devices=8,
+                             known_datasets={'synthetic_actions_loc': True,
+                                             'synthetic_actions_cls': True})
+
+
+@pytest.mark.parametrize('mutate, message', [
+    (lambda c: c.schedule.phases[0]['mixture'].update(unknown_task=1.0),
+     "config.schedule.phases[0].mixture names unknown task 'unknown_task'"),
+    (lambda c: c.schedule.phases[0]['mixture'].update(synthetic_cls=0.0),
+     'config.schedule.phases[0].mixture.synthetic_cls=0.0: expected a positive weight'),
+    (lambda c: c.schedule.phases[0]['mixture'].update(synthetic_cls='often'),
+     "config.schedule.phases[0].mixture.synthetic_cls='often'"),
+    (lambda c: c.tasks.synthetic_loc.update(kind='detection'),
+     "config.tasks.synthetic_loc.kind='detection': expected one of"),
+    (lambda c: c.tasks.synthetic_cls.update(batch_size=12),
+     'config.tasks.synthetic_cls.batch_size=12: expected a positive multiple of the device count (8)'),
+    (lambda c: c.tasks.synthetic_cls.update(transfer_steps=0),
+     "config.schedule.phases[0].mixture.synthetic_cls='steps' needs "
+     'config.tasks.synthetic_cls.transfer_steps'),
+    (lambda c: c.schedule.phases[0].update(steps=0),
+     'config.schedule.phases[0].steps=0: expected a positive int'),
+])
+def test_mistakes_name_the_field(mutate, message):
+  config = demo()
+  mutate(config)
+  with pytest.raises(config_lib.ConfigError) as error:
+    config_lib.validate_config(config, num_devices=8, known_datasets=None)
+  assert message in str(error.value)
+
+
+def test_missing_dataset_names_the_field_and_the_guide():
+  with pytest.raises(config_lib.ConfigError) as error:
+    config_lib.validate_config(demo(), num_devices=1,
+                               known_datasets={'synthetic_actions_loc': True})
+  assert "config.tasks.synthetic_cls.dataset.name='synthetic_actions_cls'" in str(error.value)
+  assert 'docs/data.md' in str(error.value)
+
+
+def test_config_args_parse_by_type_and_reject_unknown_keys():
+  args = config_lib.config_args('size=L,local=True,steps=10', size='B', local=False, steps=1)
+  assert (args.size, args.local, args.steps) == ('L', True, 10)
+  with pytest.raises(config_lib.ConfigError, match="'colour' is unknown"):
+    config_lib.config_args('colour=red', size='B')
+  with pytest.raises(config_lib.ConfigError, match='expected True or False'):
+    config_lib.config_args('local=yes', local=False)
+
+
+@pytest.mark.parametrize('variant', ['factorised_encoder', 'factorised_self_attention',
+                                     'factorised_dot_product', 'spatio_temporal'])
+def test_demo_variants_select_the_backbone(variant):
+  assert load_config('demo_cofinetune', f'variant={variant}').model.variant == variant
+
+
+def test_transfer_baseline_sees_the_same_steps_per_task():
+  cofinetune, transfer = demo(), load_config('demo_cofinetune', 'transfer=True')
+  assert [p['steps'] for p in transfer.schedule.phases] == [
+      cofinetune.tasks.synthetic_cls.transfer_steps, cofinetune.tasks.synthetic_loc.transfer_steps]
+  assert sum(p['steps'] for p in transfer.schedule.phases) == cofinetune.schedule.phases[0]['steps']

@@ -1,0 +1,54 @@
+"""The co-finetuning schedule: determinism and task frequencies."""
+import numpy as np
+import pytest
+
+from vivit_cofinetune.data import mixture
+
+
+def test_step_counts_split_exactly_in_proportion():
+  assert mixture.step_counts({'a': 1.0, 'b': 3.0}, 100) == {'a': 25, 'b': 75}
+  # 10 * (1/3, 1/3, 1/3) = 3.33 each: the one remaining step goes to the earliest task.
+  assert mixture.step_counts({'a': 1, 'b': 1, 'c': 1}, 10) == {'a': 4, 'b': 3, 'c': 3}
+  # Remainders .6 and .4 (7 * 0.8 = 5.6, 7 * 0.2 = 1.4): the larger remainder wins.
+  assert mixture.step_counts({'a': 4, 'b': 1}, 7) == {'a': 6, 'b': 1}
+
+
+def test_schedule_is_a_pure_function_of_seed_phase_and_step():
+  phases = [dict(steps=50, mixture={'cls': 2.0, 'loc': 1.0}),
+            dict(steps=30, mixture={'loc': 1.0})]
+  first = mixture.task_schedule(phases, seed=3)
+  second = mixture.task_schedule(phases, seed=3)
+  other_seed = mixture.task_schedule(phases, seed=4)
+  np.testing.assert_array_equal(first.task_ids, second.task_ids)
+  assert not np.array_equal(first.task_ids, other_seed.task_ids)
+  assert [first.task_of_step(s) for s in range(50, 80)] == ['loc'] * 30
+  assert first.phase_starts == (0, 50)
+  assert first.phase_of_step(49) == 0 and first.phase_of_step(50) == 1
+
+
+def test_empirical_frequencies_match_weights():
+  weights = {'kinetics': 5.0, 'ava': 2.0, 'ssv2': 3.0}
+  schedule = mixture.task_schedule([dict(steps=10_000, mixture=weights)], seed=0)
+  tasks = np.array([schedule.task_of_step(s) for s in range(10_000)])
+  for name, weight in weights.items():
+    assert (tasks == name).mean() == pytest.approx(weight / 10.0, abs=1e-12)
+  # Shuffled, not blocked: every window of 1000 steps holds every task in about its share.
+  for start in range(0, 10_000, 1000):
+    window = tasks[start:start + 1000]
+    for name, weight in weights.items():
+      assert abs((window == name).mean() - weight / 10.0) < 0.06
+
+
+def test_steps_rule_uses_transfer_steps_and_size_rule_uses_dataset_sizes():
+  phases = [dict(steps=90, mixture={'ava': 'steps', 'kinetics': 'size'})]
+  schedule = mixture.task_schedule(phases, seed=0, transfer_steps={'ava': 100},
+                                   train_sizes={'kinetics': 200})
+  assert schedule.batches_before(90) == {'ava': 30, 'kinetics': 60}
+
+
+def test_batches_before_counts_each_tasks_steps():
+  schedule = mixture.task_schedule([dict(steps=40, mixture={'a': 1, 'b': 1})], seed=1)
+  by_hand = {'a': 0, 'b': 0}
+  for step in range(40):
+    assert schedule.batches_before(step) == by_hand
+    by_hand[schedule.task_of_step(step)] += 1

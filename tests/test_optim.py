@@ -1,0 +1,58 @@
+"""Learning-rate schedule, clipping, freezing and the per-step learning rate."""
+import math
+
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from vivit_cofinetune import optim
+
+
+def test_warmup_then_cosine_restarts_every_phase():
+  config = ml_collections.ConfigDict(dict(base_learning_rate=0.1, warmup_steps=10,
+                                          end_learning_rate_factor=0.0))
+  phases = [dict(steps=110), dict(steps=50, base_learning_rate=0.02, warmup_steps=0)]
+  lr = lambda s: optim.learning_rate_at(s, phases=phases, phase_starts=(0, 110), config=config)
+  assert lr(0) == pytest.approx(0.01)  # (0 + 1) / 10 of the base
+  assert lr(9) == pytest.approx(0.1)
+  # Half-way through the 100 cosine steps of phase 0: half the base rate.
+  assert lr(60) == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+  assert lr(110) == pytest.approx(0.02)  # phase 1 restarts at its own base, without warm-up
+  assert lr(135) == pytest.approx(0.02 * 0.5 * (1 + math.cos(math.pi * 25 / 50)))
+
+
+def test_clip_by_global_norm_matches_numpy():
+  grads = {'a': jnp.array([3.0, 4.0]), 'b': jnp.array([[12.0]])}  # global norm 13
+  clipped, norm = optim.clip_by_global_norm(grads, 1.3)
+  assert float(norm) == pytest.approx(13.0)
+  np.testing.assert_allclose(clipped['a'], [0.3, 0.4], rtol=1e-6)
+  np.testing.assert_allclose(clipped['b'], [[1.2]], rtol=1e-6)
+  unclipped, _ = optim.clip_by_global_norm(grads, 100.0)
+  np.testing.assert_allclose(unclipped['a'], [3.0, 4.0])
+
+
+def test_trainable_mask_freezes_matching_paths():
+  params = {'backbone': {'embedding': {'kernel': 1}, 'encoder': {'layers': {'mlp': 2}}},
+            'heads': {'ava': {'output': {'kernel': 3}}}}
+  mask = optim.trainable_mask(params, [r'^backbone/embedding/'])
+  assert mask == {'backbone': {'embedding': {'kernel': False}, 'encoder': {'layers': {'mlp': True}}},
+                  'heads': {'ava': {'output': {'kernel': True}}}}
+
+
+def test_sgd_uses_the_learning_rate_set_for_the_step():
+  optimizer = optim.make_optimizer(ml_collections.ConfigDict(dict(name='sgd', momentum=0.9)))
+  params = {'w': jnp.array([1.0, 2.0])}
+  grads = {'w': jnp.array([0.5, -1.0])}
+  opt_state = optim.set_learning_rate(optimizer.init(params), 0.1)
+  updates, opt_state = optimizer.update(grads, opt_state, params)
+  np.testing.assert_allclose(updates['w'], [-0.05, 0.1], rtol=1e-6)
+  # Second step, rate 0.2: momentum buffer is g1 * 0.9 + g2 with g2 = g1.
+  opt_state = optim.set_learning_rate(opt_state, 0.2)
+  updates, _ = optimizer.update(grads, opt_state, params)
+  np.testing.assert_allclose(updates['w'], [-0.2 * 0.5 * 1.9, 0.2 * 1.0 * 1.9], rtol=1e-6)
+
+
+def test_unknown_optimizer_names_the_field():
+  with pytest.raises(ValueError, match="config.optimizer.name='lamb'"):
+    optim.make_optimizer(ml_collections.ConfigDict(dict(name='lamb')))

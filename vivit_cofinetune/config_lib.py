@@ -1,0 +1,123 @@
+"""Helpers for config files: `:key=value` arguments and validation before anything heavy starts."""
+from collections.abc import Mapping
+import numbers
+
+import ml_collections
+
+TASK_KINDS = ('classification', 'localisation')
+# Mixture weights may be numbers or one of these rules (see data/mixture.py).
+WEIGHT_RULES = ('steps', 'size')
+
+
+class ConfigError(ValueError):
+  """A config field is missing or has a value the framework cannot use."""
+
+
+def config_args(arg: str, **defaults) -> ml_collections.ConfigDict:
+  """Parses the `a=1,b=True` string after `config.py:` with types taken from the defaults."""
+  parsed = ml_collections.ConfigDict(defaults)
+  for item in filter(None, (part.strip() for part in (arg or '').split(','))):
+    key, sep, value = item.partition('=')
+    if not sep:
+      raise ConfigError(f'config argument {item!r}: expected key=value (known keys: {sorted(defaults)})')
+    if key not in defaults:
+      raise ConfigError(f'config argument {key!r} is unknown; expected one of {sorted(defaults)}')
+    parsed[key] = _parse_like(value, defaults[key], key)
+  return parsed
+
+
+def _parse_like(value: str, default, key: str):
+  if isinstance(default, bool):
+    if value.lower() not in ('true', 'false', '1', '0'):
+      raise ConfigError(f'config argument {key}={value!r}: expected True or False')
+    return value.lower() in ('true', '1')
+  if isinstance(default, int):
+    return int(value)
+  if isinstance(default, float):
+    return float(value)
+  return value
+
+
+def validate_config(config: ml_collections.ConfigDict, *, num_devices: int,
+                    known_datasets: Mapping[str, bool] | None = None) -> None:
+  """Raises ConfigError naming the first field that cannot work.
+
+  Args:
+    config: the experiment config.
+    num_devices: the global device count; every global batch must split evenly over it.
+    known_datasets: dataset name -> whether it can be loaded; None skips the dataset check.
+  """
+  if not config.get('tasks'):
+    raise ConfigError('config.tasks: expected at least one task')
+  for name, task in config.tasks.items():
+    field = f'config.tasks.{name}'
+    if task.get('kind') not in TASK_KINDS:
+      raise ConfigError(f'{field}.kind={task.get("kind")!r}: expected one of {list(TASK_KINDS)}')
+    dataset = task.get('dataset', {}).get('name')
+    if not dataset:
+      raise ConfigError(f'{field}.dataset.name: missing; expected a TFDS dataset name')
+    if known_datasets is not None and not known_datasets.get(dataset, False):
+      raise ConfigError(
+          f'{field}.dataset.name={dataset!r}: dataset not found; prepare it as described in '
+          f'docs/data.md, or point config.data_dir at a directory that holds it')
+    for batch_field in ('batch_size', 'eval_batch_size'):
+      size = task.get(batch_field)
+      if not isinstance(size, numbers.Integral) or size <= 0 or size % num_devices:
+        raise ConfigError(f'{field}.{batch_field}={size!r}: expected a positive multiple of the '
+                          f'device count ({num_devices})')
+    if not isinstance(task.get('num_classes'), numbers.Integral) or task.num_classes <= 0:
+      raise ConfigError(f'{field}.num_classes={task.get("num_classes")!r}: expected a positive int')
+    factor = task.get('learning_rate_factor', 1.0)
+    if not isinstance(factor, numbers.Real) or factor < 0:
+      raise ConfigError(f'{field}.learning_rate_factor={factor!r}: expected a number >= 0')
+
+  phases = config.get('schedule', {}).get('phases')
+  if not phases:
+    raise ConfigError('config.schedule.phases: expected a list of dict(steps=..., mixture=...)')
+  for index, phase in enumerate(phases):
+    field = f'config.schedule.phases[{index}]'
+    steps = phase.get('steps')
+    if not isinstance(steps, numbers.Integral) or steps <= 0:
+      raise ConfigError(f'{field}.steps={steps!r}: expected a positive int')
+    mixture = phase.get('mixture')
+    if not mixture:
+      raise ConfigError(f'{field}.mixture: expected a non-empty dict task -> weight')
+    for task_name, weight in mixture.items():
+      if task_name not in config.tasks:
+        raise ConfigError(f'{field}.mixture names unknown task {task_name!r}; expected one of '
+                          f'{sorted(config.tasks)}')
+      if isinstance(weight, str):
+        if weight not in WEIGHT_RULES:
+          raise ConfigError(f'{field}.mixture.{task_name}={weight!r}: expected a positive number '
+                            f'or one of {list(WEIGHT_RULES)}')
+        if weight == 'steps' and not config.tasks[task_name].get('transfer_steps'):
+          raise ConfigError(f"{field}.mixture.{task_name}='steps' needs "
+                            f'config.tasks.{task_name}.transfer_steps (its steps in the transfer '
+                            'learning schedule)')
+      elif not isinstance(weight, numbers.Real) or isinstance(weight, bool) or weight <= 0:
+        raise ConfigError(f'{field}.mixture.{task_name}={weight!r}: expected a positive weight')
+
+
+def input_config(*, num_frames: int, crop_size: int, frame_stride: int = 2,
+                 min_crop_area: float = 0.3, flip: bool = True, num_test_clips: int = 1,
+                 num_test_crops: int = 1) -> ml_collections.ConfigDict:
+  """Clip sampling and augmentation of a task (see data/video_ops.py)."""
+  return ml_collections.ConfigDict(dict(
+      num_frames=num_frames, frame_stride=frame_stride, crop_size=crop_size,
+      min_crop_area=min_crop_area, flip=flip, num_test_clips=num_test_clips,
+      num_test_crops=num_test_crops,
+      # ImageNet statistics in [0, 1] pixel units, as the ViT initialisations expect.
+      mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)))
+
+
+def task_config(kind: str, dataset: str, *, num_classes: int, batch_size: int,
+                input: ml_collections.ConfigDict, eval_batch_size: int | None = None,  # pylint: disable=redefined-builtin
+                train_split: str = 'train', eval_split: str = 'validation',
+                transfer_steps: int = 0, learning_rate_factor: float = 1.0,
+                **fields) -> ml_collections.ConfigDict:
+  """`config.tasks.<name>`; `fields` adds kind-specific entries (head, max_boxes, label_smoothing)."""
+  return ml_collections.ConfigDict(dict(
+      kind=kind, dataset=dict(name=dataset, train_split=train_split, eval_split=eval_split),
+      num_classes=num_classes, batch_size=batch_size,
+      eval_batch_size=eval_batch_size or batch_size, input=input, transfer_steps=transfer_steps,
+      learning_rate_factor=learning_rate_factor, **fields))

@@ -1,0 +1,80 @@
+"""Which task each training step trains: the co-finetuning schedule.
+
+A phase of N steps with task weights w_t becomes a multiset holding round(N * w_t / sum(w)) copies of
+each task (largest-remainder rounding, so the counts add up to N), shuffled with a seed derived from
+(seed, phase index). With 'steps' weights this is the paper's recipe: each dataset gets exactly the
+number of steps it would get in the transfer-learning schedule, in a random order. The task of step s
+is therefore a pure function of (seed, phase, s), and a restarted run sees the same tasks.
+"""
+from collections.abc import Mapping, Sequence
+import dataclasses
+
+import numpy as np
+
+
+def resolve_weights(mixture: Mapping[str, float | str], *, transfer_steps: Mapping[str, int],
+                    train_sizes: Mapping[str, int]) -> dict[str, float]:
+  """Turns mixture entries ('steps', 'size' or a number) into positive numeric weights."""
+  weights = {}
+  for task, weight in mixture.items():
+    if weight == 'steps':
+      weights[task] = float(transfer_steps[task])
+    elif weight == 'size':
+      weights[task] = float(train_sizes[task])
+    else:
+      weights[task] = float(weight)
+  return weights
+
+
+def step_counts(weights: Mapping[str, float], num_steps: int) -> dict[str, int]:
+  """Splits num_steps over tasks in proportion to weights, exactly (largest remainder)."""
+  names = list(weights)
+  raw = np.array([weights[name] for name in names], np.float64)
+  exact = raw / raw.sum() * num_steps
+  counts = np.floor(exact).astype(np.int64)
+  # Ties in the remainder go to the earlier task, so the result depends only on the mixture order.
+  order = np.argsort(-(exact - counts), kind='stable')
+  counts[order[:num_steps - counts.sum()]] += 1
+  return dict(zip(names, counts.tolist()))
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSchedule:
+  """The task of every training step, over all phases."""
+  task_names: tuple[str, ...]
+  # task_ids[s] indexes task_names; phase_starts[p] is the first step of phase p.
+  task_ids: np.ndarray
+  phase_starts: tuple[int, ...]
+
+  @property
+  def num_steps(self) -> int:
+    return len(self.task_ids)
+
+  def task_of_step(self, step: int) -> str:
+    return self.task_names[self.task_ids[step]]
+
+  def phase_of_step(self, step: int) -> int:
+    return int(np.searchsorted(self.phase_starts, step, side='right')) - 1
+
+  def batches_before(self, step: int) -> dict[str, int]:
+    """How many batches of each task the steps before `step` consumed."""
+    counts = np.bincount(self.task_ids[:step], minlength=len(self.task_names))
+    return {name: int(count) for name, count in zip(self.task_names, counts)}
+
+
+def task_schedule(phases: Sequence[Mapping], *, seed: int,
+                  transfer_steps: Mapping[str, int] | None = None,
+                  train_sizes: Mapping[str, int] | None = None) -> TaskSchedule:
+  """Builds the schedule for `config.schedule.phases` (a list of dict(steps, mixture))."""
+  task_names = tuple(dict.fromkeys(name for phase in phases for name in phase['mixture']))
+  task_ids, phase_starts, start = [], [], 0
+  for phase_index, phase in enumerate(phases):
+    weights = resolve_weights(phase['mixture'], transfer_steps=transfer_steps or {},
+                              train_sizes=train_sizes or {})
+    counts = step_counts(weights, phase['steps'])
+    ids = np.repeat([task_names.index(name) for name in counts], list(counts.values()))
+    np.random.default_rng([seed, phase_index]).shuffle(ids)
+    task_ids.append(ids)
+    phase_starts.append(start)
+    start += phase['steps']
+  return TaskSchedule(task_names, np.concatenate(task_ids).astype(np.int32), tuple(phase_starts))

@@ -1,0 +1,77 @@
+"""Optimizers and learning-rate schedules from the config.
+
+Each task step updates the shared backbone and that task's head only. The backbone and every head have
+their own optimizer state, so a head that is not trained in a step neither moves nor has its momentum
+decay. The learning rate is passed into each compiled step (schedule value times the task's factor)
+and written into the state through `optax.inject_hyperparams`.
+"""
+from collections.abc import Sequence
+import math
+import re
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+
+def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """`config.optimizer` -> optax transformation whose learning rate is set per step."""
+  name = config.get('name', 'sgd')
+  if name == 'sgd':
+    return optax.inject_hyperparams(optax.sgd)(
+        learning_rate=0.0, momentum=config.get('momentum', 0.9) or None,
+        nesterov=config.get('nesterov', False))
+  if name == 'adamw':
+    # Biases, LayerNorm scales and position embeddings (ndim < 2) are not decayed.
+    return optax.inject_hyperparams(optax.adamw)(
+        learning_rate=0.0, b1=config.get('b1', 0.9), b2=config.get('b2', 0.999),
+        weight_decay=config.get('weight_decay', 0.0),
+        mask=lambda params: jax.tree.map(lambda p: p.ndim >= 2, params))
+  raise ValueError(f"config.optimizer.name={name!r}: expected 'sgd' or 'adamw'")
+
+
+def set_learning_rate(opt_state, learning_rate: jax.Array):
+  """Returns opt_state with the injected learning rate replaced."""
+  hyperparams = dict(opt_state.hyperparams, learning_rate=jnp.asarray(learning_rate, jnp.float32))
+  return opt_state._replace(hyperparams=hyperparams)
+
+
+def learning_rate_at(step: int, *, phases: Sequence, phase_starts: Sequence[int],
+                     config: ml_collections.ConfigDict) -> float:
+  """Linear warm-up then cosine decay, restarted at the start of every phase.
+
+  A phase may override `base_learning_rate` and `warmup_steps` of `config.optimizer`; the cosine
+  decays to `end_learning_rate_factor * base` at the end of the phase.
+  """
+  phase_index = max(i for i, start in enumerate(phase_starts) if start <= step)
+  phase = phases[phase_index]
+  base = phase.get('base_learning_rate', config.base_learning_rate)
+  warmup = phase.get('warmup_steps', config.get('warmup_steps', 0))
+  end_factor = config.get('end_learning_rate_factor', 0.0)
+  step_in_phase = step - phase_starts[phase_index]
+  if step_in_phase < warmup:
+    return base * (step_in_phase + 1) / warmup
+  progress = (step_in_phase - warmup) / max(1, phase['steps'] - warmup)
+  cosine = 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+  return base * (end_factor + (1.0 - end_factor) * cosine)
+
+
+def clip_by_global_norm(grads, max_norm: float | None):
+  """Scales grads so their global norm is at most max_norm; returns (grads, norm before clipping)."""
+  norm = optax.global_norm(grads)
+  if not max_norm:
+    return grads, norm
+  scale = jnp.minimum(1.0, max_norm / (norm + 1e-12))
+  return jax.tree.map(lambda g: g * scale.astype(g.dtype), grads), norm
+
+
+def trainable_mask(params, freeze_patterns: Sequence[str]):
+  """Tree of bools: False where the '/'-joined param path matches one of the regexes (frozen)."""
+  compiled = [re.compile(pattern) for pattern in freeze_patterns]
+
+  def is_trainable(path, _):
+    name = '/'.join(str(getattr(key, 'key', key)) for key in path)
+    return not any(pattern.search(name) for pattern in compiled)
+
+  return jax.tree_util.tree_map_with_path(is_trainable, params)
