@@ -1,0 +1,402 @@
+"""Per-task tf.data input pipelines: host-local numpy batches for training and evaluation.
+
+Records come from TFDS builders with these features:
+- classification: `video` uint8 [T, H, W, 3], `label` int, `video_id` text.
+- localisation: `video`, `keyframe_index` int, `video_id` text, `timestamp` int, `gt_boxes` [M, 4]
+  (y1, x1, y2, x2 in [0, 1]), `gt_labels` bool multi-hot [M, C], `detector_boxes` [K, 4],
+  `detector_scores` [K].
+Batches follow the data contract of DESIGN.md. Training is deterministic given (seed, dataset, host):
+every example's augmentation is seeded from its ordinal in the host's example stream, so resuming at
+batch n (skipping undecoded records) reproduces the uninterrupted stream exactly.
+"""
+import dataclasses
+import functools
+import math
+from typing import Any, Callable, Iterator, NamedTuple
+
+import jax
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from vivit_cofinetune.data import video_ops
+from vivit_cofinetune.data.builders import synthetic
+
+# The input pipeline runs on the host's CPUs; the accelerators belong to JAX.
+tf.config.set_visible_devices([], 'GPU')
+
+Batch = dict[str, np.ndarray]
+
+# Defaults of the optional fields of config.tasks.<name>.input.
+INPUT_DEFAULTS = dict(min_crop_area=0.3, max_crop_area=1.0, flip=True, num_test_clips=1,
+                      num_test_crops=1, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+                      shuffle_buffer=1024, temporal_jitter=None, min_box_visible=0.25)
+_KINDS = ('classification', 'localisation')
+# Builders that render their data on first use (nothing to download or prepare by hand).
+_RENDERED_BUILDERS = (synthetic.SyntheticActionsCls, synthetic.SyntheticActionsLoc)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Settings:
+  """The fields of a task config that the pipeline reads, with defaults filled in."""
+  task: str
+  kind: str
+  dataset: str
+  train_split: str
+  eval_split: str
+  batch_size: int
+  eval_batch_size: int
+  num_classes: int | None
+  max_boxes: int
+  num_frames: int
+  frame_stride: int
+  crop_size: int
+  min_crop_area: float
+  max_crop_area: float
+  flip: bool
+  num_test_clips: int
+  num_test_crops: int
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+  shuffle_buffer: int
+  temporal_jitter: int
+  min_box_visible: float
+
+
+def _settings(task_config: Any) -> _Settings:
+  """Reads and checks the task config; errors name the config field."""
+  task = task_config.get('name', '<name>')
+  where = f'config.tasks.{task}'
+
+  def required(config, field, prefix):
+    value = config.get(field)
+    if value is None:
+      raise ValueError(f'{prefix}.{field} is required by the input pipeline but is not set.')
+    return value
+
+  kind = required(task_config, 'kind', where)
+  if kind not in _KINDS:
+    raise ValueError(f'{where}.kind must be one of {_KINDS}, got {kind!r}.')
+  dataset = required(task_config, 'dataset', where)
+  inputs = required(task_config, 'input', where)
+  optional = {field: inputs.get(field, default) for field, default in INPUT_DEFAULTS.items()}
+  frame_stride = int(required(inputs, 'frame_stride', f'{where}.input'))
+  if optional['temporal_jitter'] is None:
+    optional['temporal_jitter'] = frame_stride
+  batch_size = int(required(task_config, 'batch_size', where))
+  # Only localisation batches carry boxes; their count per example is fixed by the config.
+  max_boxes = int(required(task_config, 'max_boxes', where)) if kind == 'localisation' else 0
+  return _Settings(
+      task=task, kind=kind,
+      dataset=required(dataset, 'name', f'{where}.dataset'),
+      train_split=dataset.get('train_split', 'train'),
+      eval_split=dataset.get('eval_split', 'validation'),
+      batch_size=batch_size,
+      eval_batch_size=int(task_config.get('eval_batch_size', None) or batch_size),
+      num_classes=task_config.get('num_classes', None),
+      max_boxes=max_boxes,
+      num_frames=int(required(inputs, 'num_frames', f'{where}.input')),
+      frame_stride=frame_stride,
+      crop_size=int(required(inputs, 'crop_size', f'{where}.input')),
+      min_crop_area=float(optional['min_crop_area']),
+      max_crop_area=float(optional['max_crop_area']),
+      flip=bool(optional['flip']),
+      num_test_clips=int(optional['num_test_clips']),
+      num_test_crops=int(optional['num_test_crops']),
+      mean=tuple(optional['mean']), std=tuple(optional['std']),
+      shuffle_buffer=int(optional['shuffle_buffer']),
+      temporal_jitter=int(optional['temporal_jitter']),
+      min_box_visible=float(optional['min_box_visible']))
+
+
+def _builder(settings: _Settings, data_dir: str) -> tfds.core.DatasetBuilder:
+  """The task's TFDS builder, its data prepared (a no-op when it already is)."""
+  try:
+    builder = tfds.builder(settings.dataset, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError as error:
+    raise ValueError(f'config.tasks.{settings.task}.dataset.name={settings.dataset!r} is not a known '
+                     f'TFDS builder: {error}') from error
+  builder.download_and_prepare()
+  return builder
+
+
+def _class_names(builder: tfds.core.DatasetBuilder) -> list[str]:
+  """Class names from the dataset's metadata, else from its `label` ClassLabel."""
+  if 'class_names' in builder.info.metadata:
+    return list(builder.info.metadata['class_names'])
+  return list(builder.info.features['label'].names)
+
+
+class DatasetInfo(NamedTuple):
+  """What configs and tasks need to know about a task's dataset."""
+  num_classes: int
+  class_names: list[str]
+  num_train_examples: int
+  train_class_counts: list[int]  # training examples (localisation: actors) carrying each class
+
+
+def dataset_info(task_config: Any, data_dir: str) -> DatasetInfo:
+  """Classes and training-set sizes of the task's dataset (prepares it if needed)."""
+  settings = _settings(task_config)
+  builder = _builder(settings, data_dir)
+  names = _class_names(builder)
+  return DatasetInfo(num_classes=len(names), class_names=names,
+                     num_train_examples=builder.info.splits[settings.train_split].num_examples,
+                     train_class_counts=_class_counts(settings.dataset, data_dir,
+                                                      settings.train_split, len(names)))
+
+
+@functools.lru_cache(maxsize=None)
+def _class_counts(dataset: str, data_dir: str, split: str, num_classes: int) -> list[int]:
+  """Examples (or actors) per class in `split`, reading the labels only (cached: it reads a split)."""
+  builder = tfds.builder(dataset, data_dir=data_dir)
+  label_key = 'gt_labels' if 'gt_labels' in builder.info.features else 'label'
+  records = _read(builder, split, shuffle_seed=None,
+                  decoders=tfds.decode.PartialDecoding({label_key: True}))
+  counts = np.zeros(num_classes, np.int64)
+  for example in records.as_numpy_iterator():
+    labels = example[label_key]
+    counts += labels.sum(axis=0) if labels.ndim else np.bincount([labels], minlength=num_classes)
+  return counts.tolist()
+
+
+def known_datasets(config: Any) -> dict[str, bool]:
+  """Dataset name -> whether it can be loaded: registered with TFDS, and prepared or self-rendering."""
+  known = {}
+  for task_config in config.tasks.values():
+    name = task_config.dataset.name
+    try:
+      builder = tfds.builder(name, data_dir=config.data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+      known[name] = False
+      continue
+    known[name] = builder.is_prepared() or isinstance(builder, _RENDERED_BUILDERS)
+  return known
+
+
+def _flip_permutation(builder: tfds.core.DatasetBuilder) -> list[int]:
+  """Class c of a flipped clip is class permutation[c]: datasets may name left/right pairs to swap."""
+  names = _class_names(builder)
+  permutation = list(range(len(names)))
+  for pair in builder.info.metadata.get('flip_label_pairs', []):
+    left, right = (names.index(name) for name in pair)
+    permutation[left], permutation[right] = right, left
+  return permutation
+
+
+def _check_num_classes(settings: _Settings, builder: tfds.core.DatasetBuilder) -> None:
+  found = len(_class_names(builder))
+  if settings.num_classes is not None and settings.num_classes != found:
+    raise ValueError(f'config.tasks.{settings.task}.num_classes={settings.num_classes} but dataset '
+                     f'{settings.dataset!r} has {found} classes.')
+
+
+def _host_batch_size(global_batch: int, field: str, settings: _Settings) -> int:
+  hosts = jax.process_count()
+  if global_batch % hosts:
+    raise ValueError(f'config.tasks.{settings.task}.{field}={global_batch} must be divisible by the '
+                     f'number of hosts ({hosts}).')
+  return global_batch // hosts
+
+
+def _read(builder: tfds.core.DatasetBuilder, split: Any, *, shuffle_seed: int | None,
+          decoders: Any = None) -> tf.data.Dataset:
+  """Records of `split`, by default with the video left encoded (decoded after any skipping)."""
+  options = tf.data.Options()
+  options.deterministic = True
+  read_config = tfds.ReadConfig(options=options, try_autocache=False, shuffle_seed=shuffle_seed,
+                                shuffle_reshuffle_each_iteration=True)
+  return builder.as_dataset(split=split, shuffle_files=shuffle_seed is not None,
+                            read_config=read_config,
+                            decoders=decoders or {'video': tfds.decode.SkipDecoding()})
+
+
+def _pad_rows(values: tf.Tensor, rows: int) -> tf.Tensor:
+  """First `rows` rows of values [N, ...], zero-padded to exactly `rows`."""
+  values = values[:rows]
+  padding = [[0, rows - tf.shape(values)[0]]] + [[0, 0]] * (len(values.shape) - 1)
+  padded = tf.pad(values, padding)
+  return tf.ensure_shape(padded, [rows] + values.shape[1:])
+
+
+def _to_crop(video: tf.Tensor, settings: _Settings) -> tf.Tensor:
+  """Resized and normalised video float32 [T, crop, crop, 3]."""
+  return video_ops.normalise(video_ops.resize(video, settings.crop_size), settings.mean, settings.std)
+
+
+def _train_example(example: dict[str, tf.Tensor], seed: tf.Tensor, settings: _Settings,
+                   decode: Callable[[tf.Tensor], tf.Tensor],
+                   flip_permutation: list[int]) -> dict[str, tf.Tensor]:
+  """One augmented training example of either task kind; a flip also swaps left/right classes."""
+  time_seed, crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+  video = decode(example['video'])
+  length, height, width = tf.shape(video)[0], tf.shape(video)[1], tf.shape(video)[2]
+  if settings.kind == 'classification':
+    start = video_ops.random_clip_start(time_seed, length, settings.num_frames, settings.frame_stride)
+    pad_mode = 'loop'
+  else:
+    jitter = video_ops.random_jitter(time_seed, settings.temporal_jitter)
+    start = video_ops.keyframe_clip_start(example['keyframe_index'], settings.num_frames,
+                                          settings.frame_stride, jitter)
+    pad_mode = 'clamp'
+  indices = video_ops.clip_indices(length, start, settings.num_frames, settings.frame_stride, pad_mode)
+  window = video_ops.random_crop_window(crop_seed, height, width,
+                                        (settings.min_crop_area, settings.max_crop_area))
+  video = video_ops.crop_video(tf.gather(video, indices), window)
+  video = _to_crop(video, settings)
+  flip = video_ops.random_flip(flip_seed) if settings.flip else tf.constant(False)
+  video = tf.cond(flip, lambda: video_ops.flip_video(video), lambda: video)
+  flip_permutation = tf.constant(flip_permutation, tf.int32)
+  if settings.kind == 'classification':
+    label = tf.cast(example['label'], tf.int32)
+    label = tf.where(flip, tf.gather(flip_permutation, label), label)
+    return {'video': video, 'label': label, 'mask': tf.constant(True)}
+  boxes, keep = video_ops.crop_boxes(example['gt_boxes'], window, height, width,
+                                     settings.min_box_visible)
+  boxes = tf.cond(flip, lambda: video_ops.flip_boxes(boxes), lambda: boxes)
+  labels = tf.cast(example['gt_labels'], tf.float32)
+  labels = tf.cond(flip, lambda: tf.gather(labels, flip_permutation, axis=1), lambda: labels)
+  return {'video': video, 'mask': tf.constant(True),
+          'boxes': _pad_rows(boxes, settings.max_boxes),
+          'box_mask': _pad_rows(keep, settings.max_boxes),
+          'labels': _pad_rows(labels, settings.max_boxes)}
+
+
+def train_iterator(task_config: Any, *, data_dir: str, seed: int,
+                   start_batch: int = 0) -> Iterator[Batch]:
+  """Infinite iterator of this host's training batches, starting at batch `start_batch`.
+
+  Per-host batch = task_config.batch_size // jax.process_count(); each host reads its own shard.
+  """
+  settings = _settings(task_config)
+  builder = _builder(settings, data_dir)
+  _check_num_classes(settings, builder)
+  host_batch = _host_batch_size(settings.batch_size, 'batch_size', settings)
+  host_seed = int(np.random.SeedSequence([seed, jax.process_index()]).generate_state(1)[0] >> 1)
+  split = tfds.split_for_jax_process(settings.train_split)
+  records = _read(builder, split, shuffle_seed=host_seed)
+  records = records.shuffle(settings.shuffle_buffer, seed=host_seed, reshuffle_each_iteration=True)
+  records = records.repeat().enumerate()
+  # Skipping before decoding keeps a resume cheap; ordinals (hence augmentations) are unchanged.
+  records = records.skip(start_batch * host_batch)
+  decode = builder.info.features['video'].decode_example
+  flip_permutation = _flip_permutation(builder)
+
+  def preprocess(ordinal, example):
+    example_seed = tf.stack([tf.constant(host_seed, tf.int64), ordinal])
+    return _train_example(example, example_seed, settings, decode, flip_permutation)
+
+  batches = records.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  batches = batches.batch(host_batch, drop_remainder=True).prefetch(2)
+  return batches.as_numpy_iterator()
+
+
+def _classification_views(example: dict[str, tf.Tensor], settings: _Settings,
+                          decode: Callable[[tf.Tensor], tf.Tensor]) -> tf.Tensor:
+  """The evaluation views [clips * crops, T, crop, crop, 3] of one video, clip-major."""
+  video = decode(example['video'])
+  length, height, width = tf.shape(video)[0], tf.shape(video)[1], tf.shape(video)[2]
+  starts = video_ops.evenly_spaced_clip_starts(length, settings.num_frames, settings.frame_stride,
+                                               settings.num_test_clips)
+  windows = video_ops.spatial_crop_windows(height, width, settings.num_test_crops)
+  views = []
+  for clip in range(settings.num_test_clips):
+    indices = video_ops.clip_indices(length, starts[clip], settings.num_frames,
+                                     settings.frame_stride, 'loop')
+    frames = tf.gather(video, indices)
+    for crop in range(settings.num_test_crops):
+      views.append(_to_crop(video_ops.crop_video(frames, windows[crop]), settings))
+  return tf.stack(views)
+
+
+def _eval_example(video_index: tf.Tensor, example: dict[str, tf.Tensor], settings: _Settings,
+                  decode: Callable[[tf.Tensor], tf.Tensor]) -> dict[str, tf.Tensor]:
+  """One evaluation example; classification examples carry a leading view axis [V, ...]."""
+  video_index = tf.cast(video_index, tf.int32)
+  if settings.kind == 'classification':
+    num_views = settings.num_test_clips * settings.num_test_crops
+    return {'video': _classification_views(example, settings, decode),
+            'label': tf.fill([num_views], tf.cast(example['label'], tf.int32)),
+            'video_index': tf.fill([num_views], video_index),
+            'view_index': tf.range(num_views, dtype=tf.int32),
+            'mask': tf.ones([num_views], tf.bool)}
+  video = decode(example['video'])
+  start = video_ops.keyframe_clip_start(example['keyframe_index'], settings.num_frames,
+                                        settings.frame_stride)
+  indices = video_ops.clip_indices(tf.shape(video)[0], start, settings.num_frames,
+                                   settings.frame_stride, 'clamp')
+  # The whole frame is resized (no crop) so that no detection is cut off; boxes stay as they are.
+  video = _to_crop(tf.gather(video, indices), settings)
+  order = tf.argsort(example['detector_scores'], direction='DESCENDING', stable=True)
+  detector_boxes = tf.gather(example['detector_boxes'], order)
+  detector_scores = tf.gather(example['detector_scores'], order)
+  max_boxes = settings.max_boxes
+  return {'video': video, 'mask': tf.constant(True), 'video_index': video_index,
+          'timestamp': tf.cast(example['timestamp'], tf.int32),
+          'boxes': _pad_rows(detector_boxes, max_boxes),
+          'box_mask': _pad_rows(tf.ones_like(detector_scores, tf.bool), max_boxes),
+          'box_scores': _pad_rows(detector_scores, max_boxes),
+          'gt_boxes': _pad_rows(example['gt_boxes'], max_boxes),
+          'gt_box_mask': _pad_rows(tf.ones(tf.shape(example['gt_boxes'])[:1], tf.bool), max_boxes),
+          'gt_labels': _pad_rows(tf.cast(example['gt_labels'], tf.float32), max_boxes)}
+
+
+def _padding_example(element_spec: dict[str, tf.TensorSpec]) -> dict[str, tf.Tensor]:
+  """An example to fill the last batches: zeros, mask False, indices -1 (never a real example)."""
+  padding = {key: tf.zeros(spec.shape, spec.dtype) for key, spec in element_spec.items()}
+  for key in ('video_index', 'view_index'):
+    if key in padding:
+      padding[key] = tf.fill(element_spec[key].shape, -1)
+  return padding
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalInput:
+  """A task's evaluation input on this host.
+
+  num_batches: batches per host, the same on every host (short hosts pad with mask=False examples).
+  batches(): a fresh iterator over them.
+  video_ids: video_index -> the example's video_id, over the whole eval split (all hosts).
+  """
+  num_batches: int
+  batches: Callable[[], Iterator[Batch]]
+  _read_video_ids: Callable[[], list[str]]
+
+  @functools.cached_property
+  def video_ids(self) -> list[str]:
+    return self._read_video_ids()
+
+
+def eval_input(task_config: Any, *, data_dir: str) -> EvalInput:
+  """The task's evaluation input: every example once (classification: once per view), padded."""
+  settings = _settings(task_config)
+  builder = _builder(settings, data_dir)
+  _check_num_classes(settings, builder)
+  host_batch = _host_batch_size(settings.eval_batch_size, 'eval_batch_size', settings)
+  host_splits = tfds.even_splits(settings.eval_split, n=jax.process_count())
+  sizes = [builder.info.splits[split].num_examples for split in host_splits]
+  num_views = settings.num_test_clips * settings.num_test_crops if settings.kind == 'classification' else 1
+  num_batches = math.ceil(max(sizes) * num_views / host_batch)
+  host = jax.process_index()
+  # Host shards are contiguous and in file order, so a global index is the host's offset plus ordinal.
+  offset = sum(sizes[:host])
+  decode = builder.info.features['video'].decode_example
+
+  def batches() -> Iterator[Batch]:
+    records = _read(builder, host_splits[host], shuffle_seed=None).enumerate(start=offset)
+    examples = records.map(lambda index, example: _eval_example(index, example, settings, decode),
+                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if settings.kind == 'classification':
+      examples = examples.unbatch()
+    padding = tf.data.Dataset.from_tensors(_padding_example(examples.element_spec)).repeat()
+    padded = examples.concatenate(padding).take(num_batches * host_batch)
+    return padded.batch(host_batch, drop_remainder=True).prefetch(2).as_numpy_iterator()
+
+  def read_video_ids() -> list[str]:
+    # Read host by host, exactly as batches() does, so that indices agree however files interleave.
+    only_ids = tfds.decode.PartialDecoding({'video_id': True})
+    return [example['video_id'].decode() for split in host_splits
+            for example in _read(builder, split, shuffle_seed=None,
+                                 decoders=only_ids).as_numpy_iterator()]
+
+  return EvalInput(num_batches=num_batches, batches=batches, _read_video_ids=read_video_ids)
