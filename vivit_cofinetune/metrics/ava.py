@@ -1,0 +1,747 @@
+"""AVA frame-mAP with the semantics of the official ActivityNet evaluator.
+
+The reference is `Evaluation/get_ava_performance.py` of activitynet/ActivityNet at
+commit 3fee089 (the version that takes an exclusions file, used for AVA v2.1/v2.2),
+with its `ava/` PASCAL VOC code. What it does, and so what we do:
+
+* Only rows whose class id is in the label map are read (others are dropped
+  silently by the official tool; we log a warning with the count).
+* Ground truth keeps every row, duplicates included: each row is one instance.
+* Excluded (video, timestamp) keys are removed from ground truth and detections.
+* Detections keep at most 50 rows per (video, timestamp) image, over all classes,
+  chosen exactly as the official reader's bounded min-heap chooses them (ties at
+  the cut-off included), then ordered by descending score within the image.
+* Detections with y1 >= y2 or x1 >= x2 are dropped after that cut.
+* Per image and class, detections are visited in that order; each is matched to
+  the ground-truth box of its class with the highest IoU (first one on exact
+  ties). It is a true positive if that IoU >= 0.5 and that box is not matched
+  yet; otherwise a false positive (no fall-back to the next-best box).
+  Detections in images without ground truth are false positives.
+* Per class, scores are concatenated image by image (images in order of first
+  appearance in the detections) and ranked with numpy's default argsort,
+  reversed, as the official code does, so tied scores give the same AP.
+* AP is PASCAL VOC: precision made monotone, summed over recall change points.
+  Classes without ground truth get NaN and are left out of the mean.
+
+Deviations, all on input the official tool would crash on or silently accept:
+malformed rows and boxes outside [0, 1] raise a ValueError naming the file and
+line, inverted ground-truth boxes one naming the keyframe; the 8th column of
+ground truth (person id) is never parsed, so a malformed one such as `3_` is
+harmless (the official reader parses it as a score and crashes). Where two
+distinct ground-truth boxes of a class tie exactly for a detection's best IoU,
+we use the order the official reader gives 7-column ground truth (its heap
+order). SlowFast's in-training copy of the evaluator differs from the official
+one (no 50-per-keyframe cap, file order within a keyframe); we follow the
+official one. docs/benchmarks.md records the bit-exact comparison.
+
+  python -m vivit_cofinetune.metrics.ava --groundtruth G.csv --detections D.csv \
+      --labelmap L.pbtxt [--exclusions E.csv] [--train_groundtruth T.csv] \
+      [--group_thresholds low,high]
+"""
+
+import argparse
+import csv
+import dataclasses
+import heapq
+import json
+import math
+from typing import Iterable, Sequence
+
+from absl import logging
+import numpy as np
+
+IOU_THRESHOLD = 0.5
+DETECTIONS_PER_IMAGE = 50
+_COMMA, _NEWLINE, _CARRIAGE_RETURN, _ZERO = 44, 10, 13, 48
+
+
+@dataclasses.dataclass
+class Annotations:
+  """AVA rows as numpy columns, in file order (one row per box and action).
+
+  video_names: str [V] distinct ids; video_index: int64 [N] into video_names
+  (`video_id` gives the per-row strings); timestamp: int64 [N] keyframe second;
+  boxes: float64 [N, 4] as (y1, x1, y2, x2) in [0, 1]; label: int64 [N] action
+  id; score: float64 [N] (1.0 for ground truth).
+  """
+  video_names: np.ndarray
+  video_index: np.ndarray
+  timestamp: np.ndarray
+  boxes: np.ndarray
+  label: np.ndarray
+  score: np.ndarray
+
+  @property
+  def video_id(self) -> np.ndarray:
+    return self.video_names[self.video_index]
+
+  def __len__(self) -> int:
+    return len(self.label)
+
+  def select(self, rows: np.ndarray) -> 'Annotations':
+    """Returns the rows picked by a boolean mask or an index array."""
+    return Annotations(self.video_names, self.video_index[rows],
+                       self.timestamp[rows], self.boxes[rows], self.label[rows],
+                       self.score[rows])
+
+
+def annotations_from_arrays(video_ids: Sequence[str] | np.ndarray,
+                            timestamps: Sequence[int] | np.ndarray,
+                            boxes_y1x1y2x2: np.ndarray,
+                            labels: Sequence[int] | np.ndarray,
+                            scores: Sequence[float] | np.ndarray | None = None
+                           ) -> Annotations:
+  """Builds Annotations from in-memory rows (N of each; boxes [N, 4])."""
+  video_names, video_index = _video_codes(
+      np.asarray(video_ids, dtype=str).reshape(-1))
+  timestamp = np.asarray(timestamps).reshape(-1)
+  if timestamp.size and not np.array_equal(timestamp, np.round(timestamp)):
+    raise ValueError('timestamps must be whole seconds.')
+  boxes = np.asarray(boxes_y1x1y2x2, dtype=np.float64).reshape(-1, 4)
+  label = np.asarray(labels).reshape(-1).astype(np.int64)
+  score = (np.ones(len(label)) if scores is None else
+           np.asarray(scores, dtype=np.float64).reshape(-1))
+  sizes = {len(video_index), len(timestamp), len(boxes), len(label), len(score)}
+  if len(sizes) != 1:
+    raise ValueError('video_ids, timestamps, boxes, labels and scores must have '
+                     f'the same length, got {sorted(sizes)}.')
+  if not np.all(np.isfinite(score)):
+    raise ValueError('scores must be finite.')
+  return Annotations(video_names, video_index, timestamp.astype(np.int64), boxes,
+                     label, score)
+
+
+# ---------------------------------------------------------------- reading ---
+
+
+def read_labelmap(path: str) -> tuple[dict[int, str], set[int]]:
+  """Reads a label map pbtxt (`item {name, id}` or `label {name, label_id}`)."""
+  labelmap, name = {}, None
+  try:
+    with open(path, 'r') as file:
+      lines = file.read().splitlines()
+  except OSError as error:
+    raise OSError(f'{path}: cannot read label map ({error}).') from error
+  for line_number, line in enumerate(lines, start=1):
+    field, _, value = line.strip().partition(':')
+    if field == 'name':
+      name = value.strip().strip('"')
+    elif field in ('id', 'label_id'):
+      if name is None or not value.strip().isdigit():
+        raise ValueError(f'{path}:{line_number}: expected `{field}: <int>` after '
+                         f'a `name:` line, got {line!r}.')
+      labelmap[int(value)] = name
+      name = None
+  if not labelmap:
+    raise ValueError(f'{path}: no `name`/`id` entries found.')
+  return labelmap, set(labelmap)
+
+
+def read_exclusions(path: str | None) -> set[tuple[str, int]]:
+  """Reads `video_id,timestamp` rows of keyframes to leave out."""
+  if not path:
+    return set()
+  try:
+    with open(path, 'r', newline='') as file:
+      rows = list(csv.reader(file))
+  except OSError as error:
+    raise OSError(f'{path}: cannot read exclusions ({error}).') from error
+  excluded = set()
+  for line_number, row in enumerate(rows, start=1):
+    if len(row) != 2 or not row[1].strip().isdigit():
+      raise ValueError(f'{path}:{line_number}: expected `video_id,timestamp`, '
+                       f'got {row!r}.')
+    excluded.add((row[0], int(row[1])))
+  return excluded
+
+
+def read_csv(path: str, class_whitelist: Iterable[int] | None = None,
+             load_scores: bool = False) -> Annotations:
+  """Reads an AVA CSV: `video_id,timestamp,x1,y1,x2,y2,action_id[,score]`.
+
+  Vectorised: splits the bytes at commas and newlines and parses each numeric
+  column with numpy byte arithmetic (see `_parse_column`). The 8th column is a
+  score when `load_scores`, else a person id, which is not needed and not
+  parsed (so a malformed one is harmless). Rows of classes outside
+  `class_whitelist` (when given) are dropped with a logged count. Errors name
+  the file and the 1-based line.
+  """
+  try:
+    with open(path, 'rb') as file:
+      data = np.frombuffer(file.read(), dtype=np.uint8)
+  except OSError as error:
+    raise OSError(f'{path}: cannot read AVA CSV ({error}).') from error
+  if np.any(data == _CARRIAGE_RETURN):
+    data = data[data != _CARRIAGE_RETURN]
+  if data.size and data[-1] != _NEWLINE:
+    data = np.concatenate([data, [_NEWLINE]]).astype(np.uint8)
+  if not data.size:
+    return annotations_from_arrays([], [], np.zeros((0, 4)), [])
+
+  separators = np.flatnonzero((data == _COMMA) | (data == _NEWLINE))
+  field_start = np.concatenate([[0], separators[:-1] + 1])
+  field_end = separators
+  field_length = field_end - field_start
+  line_last_field = np.flatnonzero(data[separators] == _NEWLINE)
+  columns = np.diff(line_last_field, prepend=-1)
+  bad = np.flatnonzero((columns != 7) & (columns != 8))
+  if bad.size:
+    raise ValueError(f'{path}:{bad[0] + 1}: expected 7 or 8 comma-separated '
+                     f'columns, found {columns[bad[0]]}.')
+  first_field = line_last_field - columns + 1
+  id_start, id_end = field_start[first_field], field_end[first_field]
+  empty = np.flatnonzero(id_end == id_start)
+  if empty.size:
+    raise ValueError(f'{path}:{empty[0] + 1}: empty video id.')
+
+  uniform = columns.min() == columns.max()
+
+  def column(index: int, lines: np.ndarray | None = None) -> np.ndarray:
+    if uniform and lines is None:  # Strided views, no gather.
+      starts = field_start[index::columns[0]]
+      lengths = field_length[index::columns[0]]
+    else:
+      fields = first_field + index if lines is None else first_field[lines] + index
+      starts, lengths = field_start[fields], field_length[fields]
+    line_numbers = (lambda: np.arange(1, len(columns) + 1) if lines is None else
+                    np.flatnonzero(lines) + 1)
+    return _parse_column(data, starts, lengths, path, line_numbers, index)
+
+  timestamp, action = column(1), column(6)
+  x1, y1, x2, y2 = (column(index) for index in range(2, 6))
+  boxes = np.stack([y1, x1, y2, x2], axis=1)
+  for name, values in (('timestamp', timestamp), ('action_id', action)):
+    bad = np.flatnonzero(values != np.round(values))
+    if bad.size:
+      raise ValueError(f'{path}:{bad[0] + 1}: {name} must be an integer, got '
+                       f'{values[bad[0]]}.')
+  bad = np.flatnonzero(~np.all((boxes >= 0) & (boxes <= 1), axis=1))
+  if bad.size:
+    raise ValueError(f'{path}:{bad[0] + 1}: box coordinates must lie in [0, 1], '
+                     f'got x1,y1,x2,y2 = {x1[bad[0]]},{y1[bad[0]]},'
+                     f'{x2[bad[0]]},{y2[bad[0]]}.')
+  score = np.ones(len(columns))
+  if load_scores:
+    has_score = columns == 8
+    score[has_score] = column(7, has_score)
+    bad = np.flatnonzero(~np.isfinite(score))
+    if bad.size:
+      raise ValueError(f'{path}:{bad[0] + 1}: score must be a finite number.')
+
+  video_names, video_index = _video_names_and_index(data, id_start, id_end)
+  annotations = Annotations(video_names, video_index,
+                            timestamp.astype(np.int64), boxes,
+                            action.astype(np.int64), score)
+  if class_whitelist is not None:
+    annotations = _keep_classes(annotations, class_whitelist, path)
+  return annotations
+
+
+def _parse_column(data, starts, lengths, path, line_numbers, index) -> np.ndarray:
+  """Parses the byte ranges data[starts : starts + lengths] as float64.
+
+  Vectorised over fields of equal length: plain decimals (digits and at most
+  one '.', <= 15 digits) become integer mantissa / 10**decimals, which IEEE
+  division rounds exactly as Python's float() does; anything else (signs,
+  exponents, spaces) falls back to float() per field. Failures name the line
+  (`line_numbers()` gives the file line of each field).
+  """
+  values = np.zeros(len(starts))
+  plain = np.zeros(len(starts), bool)
+  if not len(starts):
+    return values
+  same_length = np.all(lengths == lengths[0])
+  distinct = lengths[:1] if same_length else np.unique(lengths)
+  for length in distinct[(distinct > 0) & (distinct <= 16)]:
+    rows = slice(None) if same_length else np.flatnonzero(lengths == length)
+    values[rows], plain[rows] = _parse_plain_decimals(data, starts[rows], length)
+  for field in np.flatnonzero(~plain):
+    text = data[starts[field]:starts[field] + lengths[field]].tobytes().decode(
+        'utf-8', 'replace')
+    try:
+      values[field] = float(text)
+    except ValueError:
+      raise ValueError(f'{path}:{line_numbers()[field]}: column {index + 1} is '
+                       f'not a number: {text!r}.') from None
+  return values
+
+
+def _parse_plain_decimals(data, starts, length):
+  """(values, ok) of fields data[starts : starts + length] of one length."""
+  # Each offset is read through a shifted view, so no index arrays are built.
+  characters = [data[offset:][starts] for offset in range(length)]
+  dots = [character == ord('.') for character in characters]
+  has_dot = [dot.any() for dot in dots]
+  if all(dot.all() for dot, any_dot in zip(dots, has_dot) if any_dot):
+    dot_at = [offset for offset, any_dot in enumerate(has_dot) if any_dot]
+    mantissa = np.zeros(len(starts), np.int64)
+    ok = np.ones(len(starts), bool)
+    for offset, character in enumerate(characters):
+      if offset not in dot_at:
+        digit = character - np.uint8(ord('0'))  # Wraps below '0', so <= 9 checks.
+        ok &= digit <= 9
+        mantissa = mantissa * 10 + digit
+    decimals = length - 1 - dot_at[0] if dot_at else 0
+    ok &= (len(dot_at) <= 1) & (length - len(dot_at) <= 15)
+    return mantissa / 10.0**decimals, ok
+  mantissa = np.zeros(len(starts), np.int64)
+  decimals = np.zeros(len(starts), np.int64)
+  seen_dot = np.zeros(len(starts), bool)
+  ok = np.ones(len(starts), bool)
+  dot_count = np.zeros(len(starts), np.int64)
+  for character, dot in zip(characters, dots):
+    dot_count += dot
+    digit = character - np.uint8(ord('0'))
+    is_digit = digit <= 9
+    ok &= is_digit | dot
+    mantissa = np.where(is_digit, mantissa * 10 + digit, mantissa)
+    decimals += seen_dot & is_digit
+    seen_dot |= dot
+  ok &= (dot_count <= 1) & (length - dot_count <= 15) & (length - dot_count > 0)
+  return mantissa / 10.0**decimals, ok
+
+
+def _video_names_and_index(data, starts, ends):
+  """Distinct ids (str [V]) and each row's index into them, from byte ranges."""
+  lengths = ends - starts
+  width = int(lengths.max())
+  characters = np.zeros((len(starts), width), dtype=np.uint8)
+  same_length = np.all(lengths == width)
+  for offset in range(width):
+    if same_length:
+      characters[:, offset] = data[offset:][starts]
+    else:
+      present = np.flatnonzero(lengths > offset)
+      characters[present, offset] = data[starts[present] + offset]
+  names, index = _video_codes(characters.view(f'S{width}').reshape(-1))
+  return np.array([name.decode('utf-8') for name in names.tolist()]), index
+
+
+def _keep_classes(annotations, class_whitelist, source) -> Annotations:
+  keep = np.isin(annotations.label, np.fromiter(class_whitelist, np.int64))
+  dropped = len(annotations) - int(keep.sum())
+  if dropped:
+    classes = np.unique(annotations.label[~keep])
+    logging.warning('%s: ignored %d rows of %d class ids not in the label map '
+                    '(e.g. %s), as the official evaluator does.', source,
+                    dropped, len(classes), classes[:10].tolist())
+  return annotations.select(keep)
+
+
+# ---------------------------------------------------------------- writing ---
+
+
+def write_csv(path: str, annotations: Annotations, box_decimals: int = 3,
+              score_decimals: int = 4) -> None:
+  """Writes the official detections format.
+
+  Rows are `video_id,timestamp,x1,y1,x2,y2,action_id,score` with a 4-digit
+  timestamp; values are rounded half-to-even at the given decimals.
+  """
+  rows = len(annotations)
+  comma = np.full((rows, 1), _COMMA, np.uint8)
+  names = np.char.encode(annotations.video_names.astype(str), 'utf-8')
+  names = names.astype(f'S{max(1, names.dtype.itemsize)}')
+  video = names.view(np.uint8).reshape(len(names), -1)[annotations.video_index]
+  pieces = [video, comma,
+            _fixed_point(annotations.timestamp, 0, min_digits=4), comma]
+  y1, x1, y2, x2 = annotations.boxes.T
+  for coordinate in (x1, y1, x2, y2):
+    pieces += [_fixed_point(coordinate, box_decimals), comma]
+  pieces += [_fixed_point(annotations.label, 0), comma,
+             _fixed_point(annotations.score, score_decimals),
+             np.full((rows, 1), _NEWLINE, np.uint8)]
+  characters = np.concatenate(pieces, axis=1).reshape(-1)
+  with open(path, 'wb') as file:
+    file.write(characters[characters != 0].tobytes())
+
+
+def _fixed_point(values, decimals: int, min_digits: int = 1) -> np.ndarray:
+  """Formats numbers as ASCII [N, width] (zero bytes pad, dropped on write)."""
+  values = np.asarray(values, dtype=np.float64)
+  scaled = np.rint(np.abs(values) * 10**decimals).astype(np.int64)
+  whole, fraction = np.divmod(scaled, 10**decimals)
+  digit_count = np.maximum(min_digits, 1 + sum(
+      (whole >= 10**power).astype(int) for power in range(1, 19)))
+  width = int(digit_count.max()) if len(values) else min_digits
+  out = np.zeros((len(values), 1 + width + (decimals + 1 if decimals else 0)),
+                 np.uint8)
+  for position in range(width):  # Right-aligned digits of the whole part.
+    power = width - 1 - position
+    out[:, 1 + position] = np.where(
+        digit_count > power, _ZERO + (whole // 10**power) % 10, 0)
+  negative = (values < 0) & (scaled > 0)
+  out[negative, width - digit_count[negative]] = ord('-')
+  if decimals:
+    out[:, 1 + width] = ord('.')
+    for position in range(decimals):
+      out[:, 2 + width + position] = _ZERO + (
+          fraction // 10**(decimals - 1 - position)) % 10
+  return out
+
+
+# ------------------------------------------------------------- evaluation ---
+
+
+def evaluate(groundtruth: Annotations, detections: Annotations,
+             labelmap: dict[int, str],
+             excluded_keys: Iterable[tuple[str, int]] | None = None,
+             train_class_counts: dict[int, int] | None = None,
+             group_thresholds: tuple[float, float] | None = None,
+             detections_per_image: int = DETECTIONS_PER_IMAGE) -> dict:
+  """Frame-mAP@0.5IoU over the label map's classes, per class and per group.
+
+  Returns {'mAP', 'per_class': {'<id>': {'name', 'ap', 'num_groundtruth'}},
+  'groups'} with 'groups' only when `train_class_counts` is given (see
+  `frequency_groups`). `detections_per_image` is the official reader's cap
+  (0 = no cap).
+  """
+  classes = np.array(sorted(labelmap), dtype=np.int64)
+  if not classes.size or classes.min() < 1:
+    raise ValueError('labelmap must hold class ids >= 1.')
+  groundtruth = _keep_classes(groundtruth, classes, 'groundtruth')
+  detections = _keep_classes(detections, classes, 'detections')
+  image_of_gt, image_of_detection = _image_codes(groundtruth, detections,
+                                                 excluded_keys)
+  groundtruth = groundtruth.select(image_of_gt >= 0)
+  image_of_gt = image_of_gt[image_of_gt >= 0]
+  inverted = np.flatnonzero((groundtruth.boxes[:, 0] > groundtruth.boxes[:, 2]) |
+                            (groundtruth.boxes[:, 1] > groundtruth.boxes[:, 3]))
+  if inverted.size:
+    row = groundtruth.select(inverted[:1])
+    raise ValueError('groundtruth box with y1 > y2 or x1 > x2 at '
+                     f'{row.video_id[0]},{row.timestamp[0]}: {row.boxes[0]}.')
+
+  # Detections: the reader's per-image cap and order, then validity filter.
+  image_rank = _first_appearance_rank(image_of_detection)
+  keep, detection_heap_position = _reader_selection(
+      image_of_detection, detections, detections_per_image)
+  keep &= image_of_detection >= 0
+  keep &= ((detections.boxes[:, 0] < detections.boxes[:, 2]) &
+           (detections.boxes[:, 1] < detections.boxes[:, 3]))
+  rows = np.flatnonzero(keep)
+  detections = detections.select(rows)
+  image_of_detection = image_of_detection[rows]
+  detection_order = np.lexsort((detection_heap_position[rows], -detections.score,
+                                image_rank[image_of_detection],
+                                detections.label))
+  detections = detections.select(detection_order)
+  image_of_detection = image_of_detection[detection_order]
+
+  # Ground truth: grouped by (class, image) in the reader's order.
+  _, gt_heap_position = _reader_selection(
+      image_of_gt, groundtruth, capacity=0,
+      score=np.ones(len(groundtruth)))
+  gt_order = np.lexsort((gt_heap_position, image_of_gt, groundtruth.label))
+  groundtruth = groundtruth.select(gt_order)
+  image_of_gt = image_of_gt[gt_order]
+
+  true_positive = _match(groundtruth, image_of_gt, detections,
+                         image_of_detection)
+  num_groundtruth = np.bincount(groundtruth.label, minlength=classes.max() + 1)
+  class_ends = np.searchsorted(detections.label, np.arange(classes.max() + 2))
+  average_precision = np.full(classes.max(), np.nan)
+  for class_id in classes:
+    if num_groundtruth[class_id]:
+      span = slice(class_ends[class_id], class_ends[class_id + 1])
+      average_precision[class_id - 1] = _average_precision(
+          detections.score[span], true_positive[span], num_groundtruth[class_id])
+  with np.errstate(all='ignore'):
+    mean_ap = (float(np.nanmean(average_precision))
+               if np.any(~np.isnan(average_precision)) else math.nan)
+  result = {
+      'mAP': mean_ap,
+      'per_class': {
+          str(class_id): {
+              'name': labelmap[class_id],
+              'ap': float(average_precision[class_id - 1]),
+              'num_groundtruth': int(num_groundtruth[class_id]),
+          } for class_id in classes
+      },
+  }
+  if train_class_counts is not None:
+    result['groups'] = frequency_groups(
+        {int(c): float(average_precision[c - 1]) for c in classes},
+        train_class_counts, group_thresholds)
+  return result
+
+
+def frequency_groups(average_precision: dict[int, float],
+                     train_class_counts: dict[int, int],
+                     group_thresholds: tuple[float, float] | None = None
+                    ) -> dict:
+  """Splits evaluated classes (AP not NaN) into head / mid / tail by train count.
+
+  Default: terciles of the evaluated classes sorted by descending count (ties by
+  class id; head gets the extra class first). With `group_thresholds=(low,
+  high)`: tail has count < low, mid low <= count < high, head count >= high.
+  """
+  evaluated = [c for c, ap in average_precision.items() if not math.isnan(ap)]
+  counts = {c: train_class_counts.get(c, 0) for c in evaluated}
+  if group_thresholds is None:
+    ranked = sorted(evaluated, key=lambda c: (-counts[c], c))
+    split = [part.tolist() for part in np.array_split(np.array(ranked, int), 3)]
+  else:
+    low, high = group_thresholds
+    if low > high:
+      raise ValueError(f'group_thresholds must be (low, high) with low <= high, '
+                       f'got {group_thresholds}.')
+    split = [[c for c in evaluated if counts[c] >= high],
+             [c for c in evaluated if low <= counts[c] < high],
+             [c for c in evaluated if counts[c] < low]]
+  return {
+      name: {
+          'mAP': (float(np.mean([average_precision[c] for c in members]))
+                  if members else math.nan),
+          'classes': sorted(int(c) for c in members),
+      } for name, members in zip(('head', 'mid', 'tail'), split)
+  }
+
+
+def _image_codes(groundtruth, detections, excluded_keys):
+  """Dense int image ids shared by both sets; -1 for excluded keyframes."""
+  video_names = np.union1d(groundtruth.video_names, detections.video_names)
+  video_codes = np.concatenate([
+      np.searchsorted(video_names, groundtruth.video_names)[groundtruth.video_index],
+      np.searchsorted(video_names, detections.video_names)[detections.video_index]
+  ]).astype(np.int64)
+  timestamps = np.concatenate([groundtruth.timestamp, detections.timestamp])
+  if timestamps.size and timestamps.min() < 0:
+    raise ValueError('timestamps must be >= 0.')
+  span = int(timestamps.max()) + 1 if timestamps.size else 1
+  keys = video_codes * span + timestamps
+  if excluded_keys:
+    position = {name: code for code, name in enumerate(video_names.tolist())}
+    excluded = np.array([position[v] * span + t for v, t in excluded_keys
+                         if v in position and 0 <= t < span], dtype=np.int64)
+    keys = np.where(np.isin(keys, excluded), -1, keys)
+  valid = keys >= 0
+  image = np.full(keys.shape, -1, np.int64)
+  image[valid] = np.unique(keys[valid], return_inverse=True)[1]
+  return image[:len(groundtruth)], image[len(groundtruth):]
+
+
+def _video_codes(video_ids):
+  """Codes of string ids; cheap when equal ids come in runs, as in AVA files."""
+  if not video_ids.size:
+    return np.zeros(0, dtype=str), np.zeros(0, np.int64)
+  run_starts = np.flatnonzero(np.concatenate(
+      [[True], video_ids[1:] != video_ids[:-1]]))
+  names, run_codes = np.unique(video_ids[run_starts], return_inverse=True)
+  run_lengths = np.diff(np.append(run_starts, video_ids.size))
+  return names, np.repeat(run_codes.astype(np.int64), run_lengths)
+
+
+def _first_appearance_rank(image):
+  """Rank of each image id by its first row (-1 ids ignored)."""
+  valid = image >= 0
+  rank = np.zeros(int(image.max()) + 1 if image.size else 0, np.int64)
+  if valid.any():
+    ids, first_row = np.unique(image[valid], return_index=True)
+    rank[ids[np.argsort(first_row, kind='stable')]] = np.arange(ids.size)
+  return rank
+
+
+def _reader_selection(image, annotations, capacity, score=None):
+  """Which rows the official reader keeps per image, and their heap positions.
+
+  The reader pushes (score, label, y1, x1, y2, x2) into a min-heap of at most
+  `capacity` entries per image (0 = unbounded), replacing the minimum only for
+  a strictly higher score. Kept rows: every row scoring above the final
+  minimum s*, plus the largest (label, box) tuples among the s*-rows that
+  arrived before the heap first filled with scores >= s*. Heap positions only
+  decide the order of equal-score rows of one class in one image, so they are
+  simulated exactly (heapq) for the few images with such ties, 0 elsewhere.
+  Returns (keep bool [N], heap_position int [N]).
+  """
+  score = annotations.score if score is None else score
+  rows = len(score)
+  keep = np.ones(rows, bool)
+  valid = image >= 0
+  counts = np.bincount(image[valid], minlength=1)
+  if capacity > 0 and counts.max() > capacity:
+    keep = _capped_rows(image, annotations, score, capacity, counts)
+
+  # Images with equal-score kept rows of one class need the exact heap order.
+  heap_position = np.zeros(rows, np.int64)
+  kept = np.flatnonzero(keep & valid)
+  groups = np.lexsort((score[kept], annotations.label[kept], image[kept]))
+  ordered = kept[groups]
+  same = ((image[ordered][1:] == image[ordered][:-1]) &
+          (annotations.label[ordered][1:] == annotations.label[ordered][:-1]) &
+          (score[ordered][1:] == score[ordered][:-1]))
+  tied_images = np.unique(image[ordered][1:][same])
+  if tied_images.size:
+    members = np.flatnonzero(np.isin(image, tied_images))
+    members = members[np.argsort(image[members], kind='stable')]
+    bounds = np.searchsorted(image[members], tied_images, side='right')
+    for image_rows in np.split(members, bounds[:-1]):
+      keys = list(zip(score[image_rows].tolist(),
+                      annotations.label[image_rows].tolist(),
+                      *annotations.boxes[image_rows].T.tolist()))
+      kept_local, positions = _simulate_reader_heap(keys, capacity)
+      keep[image_rows] = kept_local
+      heap_position[image_rows] = positions
+  return keep, heap_position
+
+
+def _capped_rows(image, annotations, score, capacity, counts):
+  """Vectorised form of the reader's bounded heap (see `_reader_selection`)."""
+  keep = np.ones(len(score), bool)
+  crowded = counts > capacity
+  rows = np.flatnonzero((image >= 0) & crowded[np.maximum(image, 0)])
+  rows = rows[np.argsort(image[rows], kind='stable')]  # By image, file order.
+  group = np.unique(image[rows], return_inverse=True)[1]
+  group_start = np.searchsorted(group, np.arange(group.max() + 1))
+  by_score = np.lexsort((-score[rows], group))
+  cutoff = score[rows][by_score][group_start + capacity - 1][group]
+  above = score[rows] > cutoff
+  at_cutoff = score[rows] == cutoff
+  reached = np.cumsum(above | at_cutoff)
+  reached -= np.concatenate([[0], reached])[group_start][group]
+  early = at_cutoff & (reached <= capacity)
+  slots = capacity - np.bincount(group, weights=above).astype(np.int64)
+  candidates = np.flatnonzero(early)
+  boxes = annotations.boxes[rows][candidates]
+  tuple_order = np.lexsort((-boxes[:, 3], -boxes[:, 2], -boxes[:, 1],
+                            -boxes[:, 0], -annotations.label[rows][candidates],
+                            group[candidates]))
+  candidates = candidates[tuple_order]
+  first = np.searchsorted(group[candidates], np.arange(group.max() + 1))
+  rank = np.arange(candidates.size) - first[group[candidates]]
+  chosen = np.zeros(rows.size, bool)
+  chosen[candidates[rank < slots[group[candidates]]]] = True
+  keep[rows] = above | chosen
+  return keep
+
+
+class _HeapEntry:
+  """A reader tuple that compares like the tuple and remembers its row."""
+  __slots__ = ('key', 'row')
+
+  def __init__(self, key, row):
+    self.key, self.row = key, row
+
+  def __lt__(self, other):
+    return self.key < other.key
+
+
+def _simulate_reader_heap(keys, capacity):
+  """Replays the official reader's heapq calls on one image's rows."""
+  heap = []
+  for row, key in enumerate(keys):
+    if capacity < 1 or len(heap) < capacity:
+      heapq.heappush(heap, _HeapEntry(key, row))
+    elif key[0] > heap[0].key[0]:
+      heapq.heapreplace(heap, _HeapEntry(key, row))
+  keep = np.zeros(len(keys), bool)
+  positions = np.zeros(len(keys), np.int64)
+  for position, entry in enumerate(heap):
+    keep[entry.row] = True
+    positions[entry.row] = position
+  return keep, positions
+
+
+def _match(groundtruth, image_of_gt, detections, image_of_detection):
+  """True-positive flags of detections sorted by (class, image, visit order).
+
+  Each detection takes its best-IoU ground truth of the same class and image
+  (first on ties); it is a TP if IoU >= 0.5 and no earlier detection took it.
+  """
+  images = int(max(image_of_gt.max(initial=0), image_of_detection.max(initial=0))) + 1
+  gt_group = groundtruth.label * images + image_of_gt
+  detection_group = detections.label * images + image_of_detection
+  start = np.searchsorted(gt_group, detection_group, side='left')
+  count = np.searchsorted(gt_group, detection_group, side='right') - start
+  best_iou = np.full(len(detections), -np.inf)
+  best_gt = np.full(len(detections), -1, np.int64)
+  for offset in range(int(count.max(initial=0))):
+    rows = np.flatnonzero(count > offset)
+    overlap = _iou(detections.boxes[rows], groundtruth.boxes[start[rows] + offset])
+    better = overlap > best_iou[rows]
+    best_iou[rows[better]] = overlap[better]
+    best_gt[rows[better]] = start[rows[better]] + offset
+  matched = np.flatnonzero(best_iou >= IOU_THRESHOLD)
+  _, first = np.unique(best_gt[matched], return_index=True)
+  true_positive = np.zeros(len(detections), bool)
+  true_positive[matched[first]] = True
+  return true_positive
+
+
+def _iou(boxes, other_boxes):
+  """Row-wise IoU of [N, 4] y1x1y2x2 boxes, in the official operation order."""
+  height = np.maximum(0.0, np.minimum(boxes[:, 2], other_boxes[:, 2]) -
+                      np.maximum(boxes[:, 0], other_boxes[:, 0]))
+  width = np.maximum(0.0, np.minimum(boxes[:, 3], other_boxes[:, 3]) -
+                     np.maximum(boxes[:, 1], other_boxes[:, 1]))
+  intersection = height * width
+  area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+  other_area = (other_boxes[:, 2] - other_boxes[:, 0]) * (
+      other_boxes[:, 3] - other_boxes[:, 1])
+  return intersection / (area + other_area - intersection)
+
+
+def _average_precision(scores, true_positive, num_groundtruth):
+  """PASCAL VOC AP of one class; ranks with numpy's default argsort, reversed."""
+  if not scores.size:
+    return 0.0
+  ranked = true_positive[np.argsort(scores)[::-1]].astype(int)
+  true_positives = np.cumsum(ranked)
+  false_positives = np.cumsum(1 - ranked)
+  precision = true_positives.astype(float) / (true_positives + false_positives)
+  recall = true_positives.astype(float) / num_groundtruth
+  recall = np.concatenate([[0], recall, [1]])
+  precision = np.concatenate([[0], precision, [0]])
+  precision = np.maximum.accumulate(precision[::-1])[::-1]
+  steps = np.flatnonzero(recall[1:] != recall[:-1]) + 1
+  return float(np.sum((recall[steps] - recall[steps - 1]) * precision[steps]))
+
+
+# -------------------------------------------------------------------- CLI ---
+
+
+def _json_ready(value):
+  """NaN -> None, so the output is strict JSON."""
+  if isinstance(value, dict):
+    return {key: _json_ready(item) for key, item in value.items()}
+  if isinstance(value, list):
+    return [_json_ready(item) for item in value]
+  if isinstance(value, float) and math.isnan(value):
+    return None
+  return value
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--groundtruth', required=True)
+  parser.add_argument('--detections', required=True)
+  parser.add_argument('--labelmap', required=True)
+  parser.add_argument('--exclusions', default=None)
+  parser.add_argument('--train_groundtruth', default=None,
+                      help='training CSV; its class counts define head/mid/tail')
+  parser.add_argument('--group_thresholds', default=None,
+                      help='low,high train counts: tail < low <= mid < high <= head')
+  parser.add_argument('--detections_per_image', type=int,
+                      default=DETECTIONS_PER_IMAGE)
+  args = parser.parse_args(argv)
+  labelmap, class_ids = read_labelmap(args.labelmap)
+  train_counts = None
+  if args.train_groundtruth:
+    train = read_csv(args.train_groundtruth, class_ids)
+    labels, counts = np.unique(train.label, return_counts=True)
+    train_counts = dict(zip(labels.tolist(), counts.tolist()))
+  thresholds = None
+  if args.group_thresholds:
+    thresholds = tuple(float(v) for v in args.group_thresholds.split(','))
+    if len(thresholds) != 2:
+      parser.error('--group_thresholds takes two numbers: low,high')
+  result = evaluate(read_csv(args.groundtruth, class_ids),
+                    read_csv(args.detections, class_ids, load_scores=True),
+                    labelmap, read_exclusions(args.exclusions), train_counts,
+                    thresholds, args.detections_per_image)
+  print(json.dumps(_json_ready(result), indent=1))
+  return result
+
+
+if __name__ == '__main__':
+  main()
