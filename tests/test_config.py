@@ -1,5 +1,4 @@
 """Config validation: each mistake stops with one message naming the field."""
-import importlib.util
 import pathlib
 
 import pytest
@@ -10,10 +9,7 @@ CONFIGS = pathlib.Path(__file__).parent.parent / 'configs'
 
 
 def load_config(name: str, arg: str = ''):
-  spec = importlib.util.spec_from_file_location(name, CONFIGS / f'{name}.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return config_lib.load_config_file(f'{CONFIGS / name}.py:{arg}')
 
 
 def demo():

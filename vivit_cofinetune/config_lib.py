@@ -1,6 +1,8 @@
 """Helpers for config files: `:key=value` arguments and validation before anything heavy starts."""
 from collections.abc import Mapping
+import importlib.util
 import numbers
+import pathlib
 
 import ml_collections
 
@@ -121,3 +123,14 @@ def task_config(kind: str, dataset: str, *, num_classes: int, batch_size: int,
       num_classes=num_classes, batch_size=batch_size,
       eval_batch_size=eval_batch_size or batch_size, input=input, transfer_steps=transfer_steps,
       learning_rate_factor=learning_rate_factor, **fields))
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+  """Loads 'path/to/config.py[:args]' the way --config does, for tools and tests."""
+  path, _, arg = spec.partition(':')
+  module_spec = importlib.util.spec_from_file_location(pathlib.Path(path).stem, path)
+  if module_spec is None or not pathlib.Path(path).is_file():
+    raise ConfigError(f'config file {path!r} not found')
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg) if arg else module.get_config()

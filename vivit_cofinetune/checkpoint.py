@@ -1,0 +1,114 @@
+"""Checkpoints: the train state plus the data position, and `init_from` loading.
+
+A checkpoint holds two items: `state` (params, optimizer states, step) and `data` (how many batches of
+each task were consumed), so a resumed run reads exactly the batches an uninterrupted run would.
+Restoring takes an abstract state carrying the current shardings, so a checkpoint written on one mesh
+restores onto another.
+"""
+from collections.abc import Mapping, Sequence
+import pathlib
+import re
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+
+def make_manager(workdir: str | pathlib.Path, config: ml_collections.ConfigDict,
+                 read_only: bool = False) -> ocp.CheckpointManager:
+  options = ocp.CheckpointManagerOptions(
+      max_to_keep=config.get('keep_checkpoints', 3),
+      enable_async_checkpointing=config.get('async_checkpointing', True),
+      read_only=read_only, create=not read_only)
+  return ocp.CheckpointManager(pathlib.Path(workdir).absolute() / 'checkpoints', options=options)
+
+
+def save(manager: ocp.CheckpointManager, step: int, state, batches_consumed: Mapping[str, int]):
+  """Starts an (asynchronous) save of the state and the data position at `step`."""
+  manager.save(step, args=ocp.args.Composite(
+      state=ocp.args.StandardSave(state),
+      data=ocp.args.JsonSave({'batches_consumed': dict(batches_consumed)})))
+
+
+def restore(manager: ocp.CheckpointManager, abstract_state, step: int | None = None):
+  """Returns (state, batches_consumed) of `step` (default: the latest), or None if there is none."""
+  step = manager.latest_step() if step is None else step
+  if step is None:
+    return None
+  restored = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+  return restored.state, restored.data['batches_consumed']
+
+
+def read_params(path: str | pathlib.Path) -> dict:
+  """Params as numpy from a workdir (its latest checkpoint) or a converted-checkpoint directory.
+
+  Read as plain numpy, whatever mesh wrote them, so a pod's workdir initialises a 1-device run.
+  """
+  path = pathlib.Path(path).absolute()
+  if (path / 'checkpoints').is_dir():
+    manager = ocp.CheckpointManager(path / 'checkpoints',
+                                    options=ocp.CheckpointManagerOptions(read_only=True))
+    step = manager.latest_step()
+    if step is None:
+      raise FileNotFoundError(f'config.init_from.path={path}: the workdir has no checkpoint')
+    return _restore_as_numpy(path / 'checkpoints' / str(step) / 'state')['params']
+  if (path / 'params').is_dir():
+    return _restore_as_numpy(path / 'params')
+  raise FileNotFoundError(f'config.init_from.path={path}: expected a workdir with checkpoints/ or a '
+                          'converted checkpoint directory with params/ (tools.convert_checkpoint)')
+
+
+def _restore_as_numpy(path: pathlib.Path) -> dict:
+  checkpointer = ocp.PyTreeCheckpointer()
+  tree = checkpointer.metadata(path).item_metadata.tree
+  restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+  return checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=restore_args))
+
+
+def merge_params(fresh: dict, loaded: dict, *, reinit: Sequence[str] = (),
+                 source: str = 'init_from') -> tuple[dict, list[str]]:
+  """Takes every param of `loaded` whose '/' path and shape match, except paths matching `reinit`.
+
+  `fresh` may hold jax Arrays (only their shape and dtype are read). Returns the merged params (numpy
+  where loaded, the fresh leaf otherwise) and the paths that kept their fresh initialisation. A
+  backbone param missing from the checkpoint, or of another shape, is an error unless re-initialised:
+  silently training it from scratch would hide the mistake.
+  """
+  patterns = [re.compile(pattern) for pattern in reinit]
+  flat_loaded = {'/'.join(map(str, k)): v for k, v in _flatten(loaded).items()}
+  kept_fresh = []
+
+  def choose(path, fresh_value):
+    name = '/'.join(str(getattr(key, 'key', key)) for key in path)
+    if any(pattern.search(name) for pattern in patterns):
+      kept_fresh.append(name)
+      return fresh_value
+    if name not in flat_loaded:
+      # A new head may start fresh; a backbone param missing from the checkpoint means the layouts
+      # differ (e.g. scanned vs unrolled layers), and training from scratch would hide that.
+      if name.startswith('backbone/'):
+        raise ValueError(f'{source}: param {name} is not in the checkpoint; list it in '
+                         'config.init_from.reinit to initialise it fresh')
+      kept_fresh.append(name)
+      return fresh_value
+    value = np.asarray(flat_loaded[name])
+    if value.shape != fresh_value.shape:
+      raise ValueError(f'{source}: param {name} has shape {value.shape} in the checkpoint but '
+                       f'{fresh_value.shape} in the model; list it in config.init_from.reinit to '
+                       'initialise it fresh')
+    return value.astype(fresh_value.dtype)
+
+  merged = jax.tree_util.tree_map_with_path(choose, fresh)
+  return merged, kept_fresh
+
+
+def _flatten(tree, prefix=()) -> dict:
+  if isinstance(tree, Mapping):
+    flat = {}
+    for key, value in tree.items():
+      flat.update(_flatten(value, prefix + (key,)))
+    return flat
+  return {prefix: tree}
+

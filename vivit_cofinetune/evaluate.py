@@ -1,0 +1,198 @@
+"""Evaluation of every task, inside the training loop and standalone (--mode=eval on a checkpoint).
+
+Also holds the model and state set-up that training and evaluation share.
+"""
+from collections.abc import Mapping
+import json
+import math
+import pathlib
+
+from absl import logging
+from clu import metric_writers
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+
+from vivit_cofinetune import checkpoint
+from vivit_cofinetune import config_lib
+from vivit_cofinetune import optim
+from vivit_cofinetune import sharding
+from vivit_cofinetune import state as state_lib
+from vivit_cofinetune import tasks as tasks_lib
+from vivit_cofinetune.data import pipeline
+
+
+def make_tasks(config: ml_collections.ConfigDict) -> dict:
+  """Every task of the config, with class names and training class counts from its dataset."""
+  tasks = {}
+  for name, task_config in config.tasks.items():
+    info = pipeline.dataset_info(task_config, config.data_dir)
+    tasks[name] = tasks_lib.make_task(name, task_config, class_names=info.class_names,
+                                      train_class_counts=info.train_class_counts)
+  return tasks
+
+
+def _clip_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int, int]:
+  shapes = {name: state_lib.input_shape(task) for name, task in config.tasks.items()}
+  if len(set(shapes.values())) > 1:
+    raise config_lib.ConfigError(
+        f'config.tasks.*.input: all tasks must share num_frames and crop_size (the backbone has one '
+        f'token grid); got {shapes}')
+  return next(iter(shapes.values()))
+
+
+def _max_boxes(config: ml_collections.ConfigDict) -> int:
+  return max([task.get('max_boxes', 1) for task in config.tasks.values()])
+
+
+def abstract_state(config, backbone, tasks, optimizer, mesh, rules):
+  """(abstract state with shardings, state shardings) without allocating anything."""
+  clip_shape, max_boxes = _clip_shape(config), _max_boxes(config)
+
+  def boxed_state(rng):
+    params = state_lib.init_params(backbone, tasks, clip_shape, rng, max_boxes)
+    return state_lib.init_state(params, optimizer)
+
+  boxed = jax.eval_shape(boxed_state, jax.random.key(0))
+  shardings = sharding.state_shardings(boxed, mesh, rules)
+  abstract = jax.tree.map(lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s),
+                          nn.meta.unbox(boxed), shardings)
+  return abstract, shardings
+
+
+def initial_state(config, backbone, tasks, optimizer, shardings):
+  """A fresh state on the mesh, with `config.init_from` params loaded where given."""
+  clip_shape, max_boxes = _clip_shape(config), _max_boxes(config)
+
+  def fresh_state(rng):
+    params = state_lib.init_params(backbone, tasks, clip_shape, rng, max_boxes)
+    return nn.meta.unbox(state_lib.init_state(params, optimizer))
+
+  state = jax.jit(fresh_state, out_shardings=shardings)(jax.random.key(config.seed))
+  init_from = config.get('init_from', {})
+  if not init_from.get('path'):
+    return state
+  loaded = checkpoint.read_params(init_from.path)
+  params, kept_fresh = checkpoint.merge_params(
+      state.params, loaded, reinit=init_from.get('reinit', ()),
+      source=f'config.init_from.path={init_from.path}')
+  logging.info('init_from %s: %d params kept fresh: %s', init_from.path, len(kept_fresh),
+               ', '.join(kept_fresh))
+  # Loaded values are full numpy arrays on every host; each device takes its shard of them.
+  params = jax.tree.map(
+      lambda value, s: value if isinstance(value, jax.Array) else jax.make_array_from_callback(
+          value.shape, s, lambda index: value[index]),
+      params, shardings.params)
+  return state_lib.init_state(params, optimizer).replace(step=state.step)
+
+
+class Evaluator:
+  """Runs every task's eval split through the model and aggregates the task's metrics."""
+
+  def __init__(self, config, backbone, tasks: Mapping, mesh, params_shardings):
+    self.config, self.tasks, self.mesh = config, tasks, mesh
+    self.inputs = {name: pipeline.eval_input(config.tasks[name], data_dir=config.data_dir)
+                   for name in tasks}
+    batch_sharding = sharding.batch_sharding(mesh)
+    self.steps = {
+        name: jax.jit(self._make_eval_step(backbone, task),
+                      in_shardings=(params_shardings, batch_sharding), out_shardings=batch_sharding)
+        for name, task in tasks.items()}
+
+  @staticmethod
+  def _make_eval_step(backbone, task):
+    def eval_step(params, batch):
+      tokens, cls_token = backbone.apply({'params': params['backbone']}, batch['video'], train=False)
+      logits = task.head.apply({'params': params['heads'][task.name]},
+                               *task.head_args(tokens, cls_token, batch), train=False)
+      return task.eval_outputs(logits, batch)
+    return eval_step
+
+  def evaluate(self, params, *, step: int, output_dir: pathlib.Path | None
+               ) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
+    """Returns (metrics by task, TensorBoard images by 'task/name')."""
+    results, images = {}, {}
+    for name, task in self.tasks.items():
+      eval_input = self.inputs[name]
+      outputs, examples = [], None
+      for batch in eval_input.batches():
+        outputs.append(sharding.gather_to_host(self.steps[name](params, sharding.put_batch(
+            batch, self.mesh))))
+        if examples is None:
+          examples = self._first_examples(batch, outputs[0], self.config.tasks[name].input)
+      outputs = {key: np.concatenate([out[key] for out in outputs]) for key in outputs[0]}
+      task_dir = output_dir / f'step_{step}' if output_dir and jax.process_index() == 0 else None
+      results[name] = task.evaluate(outputs, video_ids=eval_input.video_ids, output_dir=task_dir)
+      for key, image in task.pictures(examples, results[name]).items():
+        images[f'{name}/{key}'] = image
+      logging.info('eval %s at step %d: %s', name, step, _headline(results[name]))
+    return results, images
+
+  @staticmethod
+  def _first_examples(batch, outputs, input_config, count: int = 4) -> dict[str, np.ndarray]:
+    """The first real examples of an eval batch with their centre frames, un-normalised to [0, 1].
+
+    The first rows of the gathered outputs are this host's first rows (process 0 comes first).
+    """
+    count = min(count, int(batch['mask'].sum()))
+    video = batch['video'][:count]
+    frames = video[:, video.shape[1] // 2] * np.asarray(input_config.std) + np.asarray(
+        input_config.mean)
+    return dict({key: value[:count] for key, value in outputs.items()}, keyframe=frames)
+
+
+def _headline(metrics: Mapping[str, float]) -> str:
+  return ', '.join(f'{k}={v:.4f}' for k, v in metrics.items() if '/' not in k)
+
+
+def flatten_for_summary(results: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+  return {f'eval/{task}/{key}': value for task, metrics in results.items()
+          for key, value in metrics.items()}
+
+
+def write_results(workdir: pathlib.Path, results: Mapping[str, Mapping[str, float]]) -> None:
+  """Writes WORKDIR/eval_results.json and prints each task's headline metrics next to chance."""
+  if jax.process_index() != 0:
+    return
+  path = workdir / 'eval_results.json'
+  # JSON has no NaN: an undefined metric (e.g. a frequency group with no evaluated class) is null.
+  serialisable = {task: {key: None if math.isnan(value) else value for key, value in metrics.items()}
+                  for task, metrics in results.items()}
+  path.write_text(json.dumps(serialisable, indent=2, sort_keys=True) + '\n')
+  lines = [f'{"task":<24}{"metric":<24}{"value":>10}{"chance":>10}']
+  for name, metrics in results.items():
+    for key, value in metrics.items():
+      if '/' in key or key.startswith('chance') or key == 'num_videos':
+        continue
+      chance = metrics.get(f'chance_{key}')
+      chance_text = f'{chance:>10.4f}' if chance is not None else f'{"":>10}'
+      lines.append(f'{name:<24}{key:<24}{value:>10.4f}{chance_text}')
+  print('\n'.join(lines) + f'\nWrote {path}', flush=True)
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """--mode=eval: evaluates the latest checkpoint of `workdir` on every task."""
+  workdir = pathlib.Path(workdir)
+  config_lib.validate_config(config, num_devices=jax.device_count(),
+                             known_datasets=pipeline.known_datasets(config))
+  mesh = sharding.make_mesh(config.mesh)
+  tasks = make_tasks(config)
+  backbone = state_lib.make_backbone(config.model)
+  optimizer = optim.make_optimizer(config.optimizer)
+  abstract, shardings = abstract_state(config, backbone, tasks, optimizer, mesh,
+                                       sharding.logical_rules(config))
+  manager = checkpoint.make_manager(workdir, config, read_only=True)
+  restored = checkpoint.restore(manager, abstract)
+  if restored is None:
+    raise FileNotFoundError(f'--workdir={workdir}: no checkpoint under {workdir / "checkpoints"}')
+  state, _ = restored
+  step = int(state.step)
+  results, images = Evaluator(config, backbone, tasks, mesh, shardings.params).evaluate(
+      state.params, step=step, output_dir=workdir / 'eval')
+  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  writer.write_scalars(step, flatten_for_summary(results))
+  writer.write_images(step, images)
+  writer.flush()
+  write_results(workdir, results)
+  return results

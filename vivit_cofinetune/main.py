@@ -1,0 +1,66 @@
+"""Entry point: trains (or evaluates) the experiment a config file describes.
+
+  python -m vivit_cofinetune.main --config=configs/demo_cofinetune.py --workdir=/tmp/demo
+  python -m vivit_cofinetune.main --config=configs/demo_cofinetune.py --workdir=/tmp/demo --mode=eval
+
+On a multi-host pod every host runs the same command; `jax.distributed.initialize()` finds the others
+(TPU pods and SLURM are detected automatically; elsewhere pass --coordinator_address etc.).
+"""
+import logging as python_logging
+import os
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+# pylint: disable=g-import-not-at-top
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+from ml_collections import config_flags
+import tensorflow as tf
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, summaries and results.')
+_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval'], 'Train (resuming if possible) or '
+                          'evaluate the latest checkpoint of --workdir.')
+_DISTRIBUTED = flags.DEFINE_bool('distributed', None, 'Call jax.distributed.initialize(); default: '
+                                 'when --coordinator_address is given or on a detected cluster.')
+_COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'host:port of process 0.')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Number of processes.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process index.')
+
+
+def _quiet_library_logs(record) -> bool:
+  """Keeps orbax's per-save INFO chatter and a TFDS-internal deprecation notice out of the log."""
+  if record.levelno < python_logging.WARNING and 'orbax' in record.pathname:
+    return False
+  return 'FeatureConnector.dtype` is deprecated' not in record.getMessage()
+
+
+def main(argv):
+  del argv
+  logging.get_absl_handler().addFilter(_quiet_library_logs)
+  # The input pipeline runs on the host; keep TensorFlow away from the accelerators.
+  tf.config.set_visible_devices([], 'GPU')
+  tf.config.set_visible_devices([], 'TPU')
+  distributed = _DISTRIBUTED.value
+  if distributed is None:
+    distributed = bool(_COORDINATOR.value) or 'SLURM_JOB_ID' in os.environ or 'TPU_NAME' in os.environ
+  if distributed:
+    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  logging.info('Process %d/%d, local devices %s', jax.process_index(), jax.process_count(),
+               jax.local_devices())
+
+  # Imported late so that TensorFlow's device settings above come first.
+  from vivit_cofinetune import evaluate
+  from vivit_cofinetune import train
+  if _MODE.value == 'train':
+    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  else:
+    evaluate.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == '__main__':
+  flags.mark_flags_as_required(['config', 'workdir'])
+  app.run(main)

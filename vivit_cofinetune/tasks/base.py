@@ -1,0 +1,54 @@
+"""What every task kind provides to the trainer and the evaluator."""
+from collections.abc import Mapping, Sequence
+import pathlib
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+
+
+class Task:
+  """A dataset with its head, loss and evaluation. Subclasses set `self.head` and the methods below."""
+
+  head: nn.Module
+
+  def __init__(self, name: str, config: ml_collections.ConfigDict, *,
+               class_names: Sequence[str] | None = None,
+               train_class_counts: Sequence[int] | None = None):
+    self.name = name
+    self.config = config
+    self.num_classes = config.num_classes
+    self.class_names = list(class_names) if class_names else [str(i) for i in range(self.num_classes)]
+    if len(self.class_names) != self.num_classes:
+      raise ValueError(f'config.tasks.{name}.num_classes={self.num_classes} but the dataset has '
+                       f'{len(self.class_names)} classes')
+    self.train_class_counts = train_class_counts
+
+  def head_args(self, tokens: jax.Array, cls_token: jax.Array | None,
+                batch: Mapping[str, jax.Array]) -> tuple:
+    """Positional inputs of `self.head` from the backbone outputs and the batch."""
+    raise NotImplementedError
+
+  def loss_and_metrics(self, logits: jax.Array, batch: Mapping[str, jax.Array]
+                       ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    raise NotImplementedError
+
+  def eval_outputs(self, logits: jax.Array, batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+    """Per-example arrays the evaluation needs, gathered to the host after every eval batch."""
+    raise NotImplementedError
+
+  def evaluate(self, outputs: Mapping[str, np.ndarray], *, video_ids: Sequence[str],
+               output_dir: pathlib.Path | None) -> dict[str, float]:
+    """Aggregates the outputs of the whole eval split into the task's metrics."""
+    raise NotImplementedError
+
+  def pictures(self, examples: Mapping[str, np.ndarray],
+               metrics: Mapping[str, float]) -> dict[str, np.ndarray]:
+    """TensorBoard images [N, H, W, 3] uint8 by name, from a few eval examples and the metrics.
+
+    `examples` holds the eval outputs of the first examples plus their `keyframe` [K, H, W, 3] in
+    [0, 1]. Tasks without pictures return {}.
+    """
+    del examples, metrics
+    return {}

@@ -1,0 +1,122 @@
+"""Spatio-temporal action localisation (AVA, AVA-Kinetics): per-box multi-label actions.
+
+Training uses the ground-truth person boxes; evaluation scores the person-detector boxes for every
+class, writes the official detections CSV and computes frame mAP at IoU 0.5 with metrics/ava.py.
+"""
+from collections.abc import Mapping, Sequence
+import math
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from vivit_cofinetune import pictures as pictures_lib
+from vivit_cofinetune.metrics import ava
+from vivit_cofinetune.models import heads
+from vivit_cofinetune.tasks import base
+
+
+class LocalisationTask(base.Task):
+  """Sigmoid cross-entropy over the valid boxes of each clip's keyframe."""
+
+  def __init__(self, name, config, **kwargs):
+    super().__init__(name, config, **kwargs)
+    head_config = config.get('head', {})
+    self.head = heads.RoIActionHead(
+        num_classes=self.num_classes, roi_size=head_config.get('roi_size', 7),
+        sampling_ratio=head_config.get('sampling_ratio', 2),
+        dropout_rate=head_config.get('dropout_rate', 0.0))
+    # Class ids as written in the CSVs; AVA numbers its classes from 1.
+    self.class_ids = list(config.get('class_ids', range(1, self.num_classes + 1)))
+
+  def head_args(self, tokens, cls_token, batch):
+    return (tokens, batch['boxes'])
+
+  def loss_and_metrics(self, logits, batch):
+    valid = (batch['box_mask'] & batch['mask'][:, None]).astype(jnp.float32)
+    per_box = optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32),
+                                                 batch['labels']).mean(-1)
+    loss = (per_box * valid).sum() / jnp.maximum(valid.sum(), 1.0)
+    return loss, {'loss': loss, 'boxes_per_clip': valid.sum() / jnp.maximum(
+        batch['mask'].astype(jnp.float32).sum(), 1.0)}
+
+  def eval_outputs(self, logits, batch):
+    keys = ('boxes', 'box_mask', 'gt_boxes', 'gt_box_mask', 'gt_labels', 'video_index',
+            'timestamp', 'mask')
+    return dict({key: batch[key] for key in keys}, scores=jax.nn.sigmoid(logits.astype(jnp.float32)))
+
+  def evaluate(self, outputs: Mapping[str, np.ndarray], *, video_ids: Sequence[str],
+               output_dir: pathlib.Path | None) -> dict[str, float]:
+    detections = self._annotations(outputs, video_ids, outputs['boxes'], outputs['box_mask'],
+                                   outputs['scores'], are_scores=True)
+    groundtruth = self._annotations(outputs, video_ids, outputs['gt_boxes'],
+                                    outputs['gt_box_mask'], outputs['gt_labels'], are_scores=False)
+    if output_dir is not None:
+      output_dir.mkdir(parents=True, exist_ok=True)
+      ava.write_csv(output_dir / f'{self.name}_detections.csv', detections)
+    labelmap = dict(zip(self.class_ids, self.class_names))
+    result = ava.evaluate(groundtruth, detections, labelmap,
+                          train_class_counts=self._train_counts_by_id(),
+                          group_thresholds=self.config.get('group_thresholds'))
+    # The same boxes scored at random: the mAP a model that learned nothing would get.
+    random_scores = np.random.default_rng(0).uniform(size=outputs['scores'].shape)
+    chance = ava.evaluate(groundtruth, self._annotations(
+        outputs, video_ids, outputs['boxes'], outputs['box_mask'], random_scores, are_scores=True),
+                          labelmap)
+    metrics = {'mAP': result['mAP'], 'chance_mAP': chance['mAP']}
+    for group, values in result.get('groups', {}).items():
+      metrics[f'mAP_{group}'] = values['mAP']
+    for class_id, values in result['per_class'].items():
+      if values['num_groundtruth']:  # AP is undefined for a class absent from the eval split.
+        metrics[f'AP/{class_id}'] = values['ap']
+    return metrics
+
+  def pictures(self, examples, metrics):
+    average_precision = {c: metrics.get(f'AP/{c}', math.nan) for c in self.class_ids}
+    images = {}
+    counts = self._train_counts_by_id()
+    if counts is not None:
+      groups = ava.frequency_groups(average_precision, counts, self.config.get('group_thresholds'))
+      group_of = {c: group for group, value in groups.items() for c in value['classes']}
+      images['per_class_ap'] = pictures_lib.per_class_ap_chart(
+          self.class_names, [average_precision[c] for c in self.class_ids],
+          [counts[c] for c in self.class_ids], [group_of.get(c, '') for c in self.class_ids])[None]
+    keyframes = []
+    for index, frame in enumerate(examples['keyframe']):
+      valid = examples['box_mask'][index]
+      scores = examples['scores'][index][valid]
+      top = np.argsort(-scores, axis=-1)[:, :2]
+      captions = ['\n'.join(f'{self.class_names[c][:12]} {s[c]:.2f}' for c in classes)
+                  for classes, s in zip(top, scores)]
+      truth = examples['gt_boxes'][index][examples['gt_box_mask'][index]]
+      keyframes.append(pictures_lib.annotated_keyframe(frame, examples['boxes'][index][valid],
+                                                       captions, truth))
+    if keyframes:
+      images['keyframes'] = np.stack(keyframes)
+    return images
+
+  def _train_counts_by_id(self) -> dict[int, int] | None:
+    if self.train_class_counts is None:
+      return None
+    return dict(zip(self.class_ids, self.train_class_counts))
+
+  def _annotations(self, outputs, video_ids, boxes, box_mask, class_values, *, are_scores: bool):
+    """CSV rows: every (valid box, class) with its score, or each positive (box, class) label."""
+    valid = box_mask & outputs['mask'][:, None]
+    example, box = np.nonzero(valid)
+    values = class_values[example, box]  # [rows, C]
+    if are_scores:
+      row, class_index = np.indices(values.shape).reshape(2, -1)
+      scores = values[row, class_index]
+    else:
+      row, class_index = np.nonzero(values > 0)
+      scores = None
+    example, box = example[row], box[row]
+    return ava.annotations_from_arrays(
+        video_ids=np.asarray(video_ids)[outputs['video_index'][example]],
+        timestamps=outputs['timestamp'][example],
+        boxes_y1x1y2x2=boxes[example, box],
+        labels=np.asarray(self.class_ids)[class_index],
+        scores=scores)

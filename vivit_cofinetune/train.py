@@ -1,0 +1,175 @@
+"""The co-finetuning loop: one shared ViViT backbone, one head per task, one task per step."""
+import functools
+import pathlib
+import time
+
+from absl import logging
+from clu import metric_writers
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from vivit_cofinetune import checkpoint
+from vivit_cofinetune import config_lib
+from vivit_cofinetune import evaluate
+from vivit_cofinetune import optim
+from vivit_cofinetune import sharding
+from vivit_cofinetune import state as state_lib
+from vivit_cofinetune.data import mixture
+from vivit_cofinetune.data import pipeline
+
+
+def make_train_step(backbone, task, optimizer, config: ml_collections.ConfigDict, trainable):
+  """A step that updates the backbone and `task`'s head on one batch of that task."""
+  name = task.name
+
+  def train_step(state, batch, learning_rate):
+    rng = jax.random.fold_in(jax.random.key(config.seed), state.step)
+    backbone_rng, head_rng = jax.random.split(rng)
+
+    def loss_fn(params):
+      tokens, cls_token = backbone.apply({'params': params['backbone']}, batch['video'], train=True,
+                                         rngs={'dropout': backbone_rng})
+      logits = task.head.apply({'params': params['head']}, *task.head_args(tokens, cls_token, batch),
+                               train=True, rngs={'dropout': head_rng})
+      return task.loss_and_metrics(logits, batch)
+
+    params = {'backbone': state.params['backbone'], 'head': state.params['heads'][name]}
+    mask = {'backbone': trainable['backbone'], 'head': trainable['heads'][name]}
+    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    grads = jax.tree.map(lambda g, m: g if m else jnp.zeros_like(g), grads, mask)
+    grads, grad_norm = optim.clip_by_global_norm(grads, config.optimizer.get('grad_clip_norm'))
+
+    def update(part_params, part_grads, part_opt_state, part_mask):
+      part_opt_state = optim.set_learning_rate(part_opt_state, learning_rate)
+      updates, part_opt_state = optimizer.update(part_grads, part_opt_state, part_params)
+      new_params = jax.tree.map(lambda p, u, m: p + u if m else p, part_params, updates, part_mask)
+      return new_params, part_opt_state
+
+    backbone_params, backbone_opt = update(params['backbone'], grads['backbone'],
+                                           state.opt_state['backbone'], mask['backbone'])
+    head_params, head_opt = update(params['head'], grads['head'],
+                                   state.opt_state['heads'][name], mask['head'])
+    new_state = state.replace(
+        step=state.step + 1,
+        params={'backbone': backbone_params, 'heads': {**state.params['heads'], name: head_params}},
+        opt_state={'backbone': backbone_opt,
+                   'heads': {**state.opt_state['heads'], name: head_opt}})
+    return new_state, dict(metrics, grad_norm=grad_norm)
+
+  return train_step
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains every task of the config's schedule; returns the final eval metrics per task."""
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+
+  # Config, devices, mesh
+  config_lib.validate_config(config, num_devices=jax.device_count(),
+                             known_datasets=pipeline.known_datasets(config))
+  mesh = sharding.make_mesh(config.mesh)
+  rules = sharding.logical_rules(config)
+  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  logging.info('Mesh %s over %d devices on %d processes', dict(mesh.shape), jax.device_count(),
+               jax.process_count())
+
+  # Tasks and schedule
+  tasks = evaluate.make_tasks(config)
+  schedule = mixture.task_schedule(
+      config.schedule.phases, seed=config.seed,
+      transfer_steps={n: t.get('transfer_steps', 0) for n, t in config.tasks.items()},
+      train_sizes={n: pipeline.dataset_info(t, config.data_dir).num_train_examples
+                   for n, t in config.tasks.items()})
+  trained = [name for name in tasks if name in schedule.task_names]
+
+  # Model and state
+  backbone = state_lib.make_backbone(config.model)
+  optimizer = optim.make_optimizer(config.optimizer)
+  abstract_state, state_shardings = evaluate.abstract_state(config, backbone, tasks, optimizer, mesh,
+                                                            rules)
+  manager = checkpoint.make_manager(workdir, config)
+  restored = checkpoint.restore(manager, abstract_state)
+  if restored:
+    state, batches_consumed = restored
+    logging.info('Resumed from step %d', int(state.step))
+  else:
+    state = evaluate.initial_state(config, backbone, tasks, optimizer, state_shardings)
+    batches_consumed = {name: 0 for name in trained}
+  start_step = int(state.step)
+  trainable = optim.trainable_mask(state.params, config.get('init_from', {}).get('freeze', ()))
+
+  # Steps: one compiled train step per task
+  batch_sharding = sharding.batch_sharding(mesh)
+  replicated = sharding.replicated(mesh)
+  train_steps = {
+      name: jax.jit(make_train_step(backbone, tasks[name], optimizer, config, trainable),
+                    in_shardings=(state_shardings, batch_sharding, replicated),
+                    out_shardings=(state_shardings, replicated), donate_argnums=0)
+      for name in trained}
+  evaluator = evaluate.Evaluator(config, backbone, tasks, mesh, state_shardings.params)
+
+  # Input pipelines, resumed at the data position of the checkpoint
+  iterators = {name: pipeline.train_iterator(config.tasks[name], data_dir=config.data_dir,
+                                             seed=config.seed, start_batch=batches_consumed[name])
+               for name in trained}
+
+  # Loop
+  total_steps = schedule.num_steps
+  progress = Progress(start_step, total_steps, writer)
+  learning_rate_at = functools.partial(optim.learning_rate_at, phases=config.schedule.phases,
+                                       phase_starts=schedule.phase_starts, config=config.optimizer)
+  results = {}
+  for step in range(start_step, total_steps):
+    name = schedule.task_of_step(step)
+    batch = sharding.put_batch(next(iterators[name]), mesh)
+    learning_rate = learning_rate_at(step) * config.tasks[name].get('learning_rate_factor', 1.0)
+    state, metrics = train_steps[name](state, batch, np.float32(learning_rate))
+    batches_consumed[name] += 1
+    done = step + 1
+    progress.step_done(config.tasks[name].batch_size)
+
+    if done % config.log_every == 0 or done == total_steps:
+      scalars = {f'train/{name}/{key}': float(value) for key, value in metrics.items()}
+      scalars['train/learning_rate'] = learning_rate / config.tasks[name].get(
+          'learning_rate_factor', 1.0)
+      writer.write_scalars(done, dict(scalars, **progress.report(done)))
+    if done % config.eval_every == 0 or done == total_steps:
+      results, images = evaluator.evaluate(state.params, step=done, output_dir=workdir / 'eval')
+      writer.write_scalars(done, evaluate.flatten_for_summary(results))
+      writer.write_images(done, images)
+    if done % config.checkpoint_every == 0 or done == total_steps:
+      checkpoint.save(manager, done, state, batches_consumed)
+
+  if not results:  # Resumed at the very end: evaluate what was restored.
+    results, _ = evaluator.evaluate(state.params, step=total_steps, output_dir=workdir / 'eval')
+  manager.wait_until_finished()
+  writer.flush()
+  evaluate.write_results(workdir, results)
+  return results
+
+
+class Progress:
+  """Steps/s, clips/s and ETA, logged and written to TensorBoard."""
+
+  def __init__(self, start_step: int, total_steps: int, writer):
+    self.start_step, self.total_steps, self.writer = start_step, total_steps, writer
+    self.window_start = time.monotonic()
+    self.window_steps = 0
+    self.window_clips = 0
+
+  def step_done(self, clips: int) -> None:
+    self.window_steps += 1
+    self.window_clips += clips
+
+  def report(self, step: int) -> dict[str, float]:
+    """Rates since the previous report; resets the window."""
+    elapsed = max(time.monotonic() - self.window_start, 1e-9)
+    steps_per_sec = self.window_steps / elapsed
+    clips_per_sec = self.window_clips / elapsed
+    eta = (self.total_steps - step) / max(steps_per_sec, 1e-9)
+    logging.info('step %d/%d | %.2f steps/s | %.1f clips/s | ETA %s', step, self.total_steps,
+                 steps_per_sec, clips_per_sec, time.strftime('%H:%M:%S', time.gmtime(eta)))
+    self.window_start, self.window_steps, self.window_clips = time.monotonic(), 0, 0
+    return {'steps_per_sec': steps_per_sec, 'clips_per_sec': clips_per_sec}
