@@ -1,0 +1,222 @@
+"""Runs a trained or converted ViViT and one of its heads on a preprocessed clip.
+
+  python -m vivit_cofinetune.tools.predict --checkpoint=/tmp/vivit_from_scenic \
+      --clip=clip.npy --output=/tmp/prediction.npz
+  python -m vivit_cofinetune.tools.predict --checkpoint=/tmp/vivit_demo \
+      --config=configs/demo_cofinetune.py --task=synthetic_loc --clip=clip.npy --boxes=boxes.npy \
+      --output=/tmp/prediction.npz
+
+--checkpoint is a converted-checkpoint directory (params/ and config.json, from
+tools.convert_checkpoint) or a training workdir (its latest checkpoint; workdirs keep no config, so
+--config must name the experiment config it was trained with). With --config, the model and the
+heads come from the config (config.model, config.tasks); otherwise from DIR/config.json.
+The clip is float [T, H, W, 3] or [B, T, H, W, 3], already normalised as in training; a
+localisation head also takes --boxes [N, 4] (the same boxes for every clip) or [B, N, 4], y1, x1,
+y2, x2 in [0, 1].
+OUTPUT.npz holds `logits` ([B, C], or [B, N, C] per box), `tokens` (the [B, t, h, w, D] grid) and
+`pooled` ([B, D], when the backbone has a pooled output).
+"""
+import functools
+import json
+import pathlib
+
+from absl import app
+from absl import flags
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+from ml_collections import config_flags
+import numpy as np
+
+from vivit_cofinetune import checkpoint
+from vivit_cofinetune import tasks as tasks_lib
+from vivit_cofinetune.models import vivit
+
+
+class PredictError(ValueError):
+  """A flag, file or checkpoint does not fit what the tool expects."""
+
+
+def _converted_description(checkpoint_dir: pathlib.Path) -> tuple[ml_collections.ConfigDict, dict]:
+  """(model config, {head name: task config}) from DIR/config.json of tools.convert_checkpoint."""
+  path = checkpoint_dir / 'config.json'
+  if not path.is_file():
+    raise PredictError(f'--checkpoint={checkpoint_dir}: no config.json there (a training '
+                       'workdir?); pass --config=<the experiment config it was trained with>')
+  description = json.loads(path.read_text())
+  model = ml_collections.ConfigDict(dict(description['model'],
+                                         patch_size=tuple(description['model']['patch_size'])))
+  task_configs = {}
+  for name, head in description.get('heads', {}).items():
+    head = dict(head)
+    # The converter writes classification heads; 'kind' lets a config.json name other kinds.
+    kind, num_classes = head.pop('kind', 'classification'), head.pop('num_classes')
+    task_configs[name] = ml_collections.ConfigDict(dict(kind=kind, num_classes=num_classes,
+                                                        head=head))
+  return model, task_configs
+
+
+def _choose_task(task: str | None, task_configs: dict, source: str) -> str:
+  if not task_configs:
+    raise PredictError(f'{source} defines no heads; predict needs a checkpoint with a trained or '
+                       'converted head')
+  if task is None:
+    if len(task_configs) > 1:
+      raise PredictError(f'{source} has several heads {sorted(task_configs)}: choose one with '
+                         '--task')
+    task = next(iter(task_configs))
+  if task not in task_configs:
+    raise PredictError(f'--task={task}: unknown task; {source} has heads {sorted(task_configs)}')
+  return task
+
+
+def _clips(clip: np.ndarray) -> np.ndarray:
+  """[T, H, W, 3] or [B, T, H, W, 3] -> float32 [B, T, H, W, 3]."""
+  clip = np.asarray(clip, np.float32)
+  if clip.ndim == 4:
+    clip = clip[None]
+  if clip.ndim != 5 or clip.shape[-1] != 3:
+    raise PredictError(f'--clip: expected [T, H, W, 3] or [B, T, H, W, 3] float pixels, got shape '
+                       f'{clip.shape}')
+  return clip
+
+
+def _boxes(boxes: np.ndarray | None, num_clips: int, kind: str, task: str) -> np.ndarray | None:
+  """[N, 4] or [B, N, 4] -> float32 [B, N, 4]; None for heads that take no boxes."""
+  if kind != 'localisation':
+    if boxes is not None:
+      raise PredictError(f'--boxes: task {task} has a {kind} head, which takes no boxes')
+    return None
+  if boxes is None:
+    raise PredictError(f'--boxes: task {task} has a localisation head; give boxes [N, 4] or '
+                       '[B, N, 4] (y1, x1, y2, x2 in [0, 1])')
+  boxes = np.asarray(boxes, np.float32)
+  if boxes.ndim == 2:
+    boxes = np.broadcast_to(boxes[None], (num_clips, *boxes.shape))
+  if boxes.ndim != 3 or boxes.shape[-1] != 4 or boxes.shape[0] != num_clips:
+    raise PredictError(f'--boxes: expected [N, 4] or [{num_clips}, N, 4] for {num_clips} clips, '
+                       f'got shape {boxes.shape}')
+  if boxes.min() < 0 or boxes.max() > 1:
+    raise PredictError('--boxes: expected y1, x1, y2, x2 normalised to [0, 1] of the clip, got '
+                       f'values in [{boxes.min()}, {boxes.max()}]')
+  return boxes
+
+
+def predict(checkpoint_dir: str | pathlib.Path, clip: np.ndarray, *,
+            config: ml_collections.ConfigDict | None = None, boxes: np.ndarray | None = None,
+            task: str | None = None) -> dict[str, np.ndarray]:
+  """Backbone and one head (train=False) on clip [T, H, W, 3] or [B, T, H, W, 3].
+
+  Returns {'task', 'kind', 'logits' [B, C] or [B, N, C], 'tokens' [B, t, h, w, D], and 'pooled'
+  [B, D] where the backbone has one}. `config` (an experiment config) is needed for a training
+  workdir; `boxes` ([N, 4] or [B, N, 4]) for a localisation head.
+  """
+  checkpoint_dir = pathlib.Path(checkpoint_dir)
+  if not ((checkpoint_dir / 'params').is_dir() or (checkpoint_dir / 'checkpoints').is_dir()):
+    raise PredictError(f'--checkpoint={checkpoint_dir}: expected a converted checkpoint (params/, '
+                       'config.json) or a training workdir (checkpoints/)')
+  if config is not None:
+    model_config, task_configs = config.model, dict(config.tasks)
+    source = 'config.tasks'
+  else:
+    model_config, task_configs = _converted_description(checkpoint_dir)
+    source = f'{checkpoint_dir / "config.json"}'
+  task = _choose_task(task, task_configs, source)
+  kind = task_configs[task].get('kind')
+  if kind not in tasks_lib.TASK_KINDS:
+    raise PredictError(f'{source}: task {task} has kind {kind!r}; expected one of '
+                       f'{sorted(tasks_lib.TASK_KINDS)}')
+  head_task = tasks_lib.make_task(task, task_configs[task])
+  clips = _clips(clip)
+  boxes = _boxes(boxes, clips.shape[0], kind, task)
+  batch = {} if boxes is None else {'boxes': jnp.asarray(boxes)}
+  params = checkpoint.read_params(checkpoint_dir)
+  if task not in params.get('heads', {}):
+    raise PredictError(f'--task={task}: the checkpoint has no params for this head (it has '
+                       f'{sorted(params.get("heads", {}))})')
+  backbone = vivit.ViViT(**model_config)
+
+  @jax.jit
+  def forward(params, clips, batch):
+    tokens, pooled = backbone.apply({'params': params['backbone']}, clips, train=False)
+    logits = head_task.head.apply({'params': params['head']},
+                                  *head_task.head_args(tokens, pooled, batch), train=False)
+    return logits, tokens, pooled
+
+  loaded = {'backbone': params['backbone'], 'head': params['heads'][task]}
+  try:
+    logits, tokens, pooled = forward(loaded, clips, batch)
+  except flax.errors.FlaxError as error:  # a param of the wrong shape, or one the model lacks
+    grid = tuple(size // patch for size, patch in zip(clips.shape[1:4], model_config.patch_size))
+    raise PredictError(
+        f'--clip: clips [T, H, W] = {list(clips.shape[1:4])} (token grid {grid}) do not fit '
+        f'--checkpoint={checkpoint_dir} with this model config: {error}. Learned position '
+        'embeddings fix the frame count and crop size to those the checkpoint was made for.'
+    ) from error
+  outputs = {'task': task, 'kind': kind, 'logits': np.asarray(logits),
+             'tokens': np.asarray(tokens)}
+  if pooled is not None:
+    outputs['pooled'] = np.asarray(pooled)
+  return outputs
+
+
+def summary(outputs: dict, top_k: int = 3) -> str:
+  """One line: task, output shapes and the top classes of the first clip (first box)."""
+  logits = outputs['logits']
+  shapes = ', '.join(f'{key} {list(outputs[key].shape)}' for key in ('logits', 'tokens', 'pooled')
+                     if key in outputs)
+  if outputs['kind'] == 'localisation':  # independent sigmoid per class
+    first, where = logits[0, 0], 'clip 0 box 0'
+    scores = 1 / (1 + np.exp(-first))
+  else:
+    first, where = logits[0], 'clip 0'
+    scores = np.exp(first - first.max()) / np.exp(first - first.max()).sum()
+  top = np.argsort(-first)[:top_k]
+  classes = ', '.join(f'{index} ({float(scores[index]):.3f})' for index in top)
+  return f'{outputs["task"]} ({outputs["kind"]}): {shapes}; top classes of {where}: {classes}'
+
+
+def _load_npy(path: str | None, flag: str) -> np.ndarray | None:
+  if path is None:
+    return None
+  try:
+    return np.load(path)
+  except (OSError, ValueError) as error:
+    raise PredictError(f'--{flag}={path}: cannot read a .npy array ({error})') from error
+
+
+def _define_flags() -> dict:
+  """The command-line flags; defined only when run as a tool, so other tools' flags may coexist."""
+  return dict(
+      checkpoint=flags.DEFINE_string('checkpoint', None,
+                                     'Converted-checkpoint directory or training workdir.'),
+      config=config_flags.DEFINE_config_file(
+          'config', None, 'Experiment config (config.model, config.tasks); required for a '
+          'training workdir, optional for a converted checkpoint (default: its config.json).',
+          lock_config=False),
+      clip=flags.DEFINE_string('clip', None,
+                               '.npy file of a clip [T, H, W, 3] or clips [B, T, H, W, 3].'),
+      boxes=flags.DEFINE_string('boxes', None, '.npy file of boxes [N, 4] or [B, N, 4] (y1, x1, '
+                                'y2, x2 in [0, 1]); needed by a localisation head.'),
+      task=flags.DEFINE_string('task', None,
+                               'Head to run; may be left out when there is only one.'),
+      output=flags.DEFINE_string('output', None, '.npz file to write.'),
+  )
+
+
+def main(argv, flag_values: dict):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments {argv[1:]}')
+  value = {name: holder.value for name, holder in flag_values.items()}
+  outputs = predict(value['checkpoint'], _load_npy(value['clip'], 'clip'), config=value['config'],
+                    boxes=_load_npy(value['boxes'], 'boxes'), task=value['task'])
+  np.savez(value['output'], **{key: array for key, array in outputs.items()
+                               if isinstance(array, np.ndarray)})
+  print(summary(outputs))
+
+
+if __name__ == '__main__':
+  _FLAGS = _define_flags()
+  flags.mark_flags_as_required(['checkpoint', 'clip', 'output'])
+  app.run(functools.partial(main, flag_values=_FLAGS))
