@@ -11,6 +11,8 @@ Needs the prepared TFDS datasets `ava_v2_2` and `kinetics700` under config.data_
 builders land, validation stops naming the missing dataset and the preparation guide (docs/data.md).
 Values marked "reconstructed" follow the authors' ViViT/PolyViT practice, not a quote of the paper.
 """
+import os
+
 import ml_collections
 
 from vivit_cofinetune.config_lib import config_args
@@ -26,7 +28,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   arg = config_args(arg, size='L', transfer=False, local=False)
   config = ml_collections.ConfigDict()
   config.seed = 0
-  config.data_dir = '~/tensorflow_datasets'
+  config.data_dir = os.path.expanduser('~/tensorflow_datasets')
 
   config.model = vivit_config(f'{arg.size}/16x2', variant='spatio_temporal',
                               stochastic_depth=0.1 if arg.size in ('L', 'H') else 0.0,

@@ -21,16 +21,17 @@ from vivit_cofinetune.models.vivit import vivit_config
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
-  arg = config_args(arg, variant='spatio_temporal', transfer=False, steps=600)
+  arg = config_args(arg, variant='spatio_temporal', transfer=False, steps=1200)
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.data_dir = os.path.expanduser('~/tensorflow_datasets')
 
+  # No CLS token: from scratch on little data, mean pooling learns several times faster (measured
+  # on the synthetic classes: 0.43 vs 0.13 top-1 after 600 steps).
   config.model = vivit_config('Ti/8x2', variant=arg.variant, hidden_size=64, num_layers=4,
-                              mlp_dim=128, num_heads=4, num_temporal_layers=2)
-  # The backbone's pooled output (a CLS token, or the factorised encoder's temporal encoder) where
-  # the variant has one; the mean of the token grid otherwise.
-  pooling = 'token' if config.model.classifier == 'token' or arg.variant == 'factorised_encoder' else 'mean'
+                              mlp_dim=128, num_heads=4, num_temporal_layers=2, classifier='mean')
+  # The factorised encoder's pooled output is its temporal encoder's; the others pool the token grid.
+  pooling = 'token' if arg.variant == 'factorised_encoder' else 'mean'
   clips = input_config(num_frames=8, crop_size=32, frame_stride=2, min_crop_area=0.5)
   # Equal steps for both tasks in the transfer baseline, so co-finetuning sees the same data.
   steps_per_task = arg.steps // 2
@@ -57,8 +58,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # Start from a previous workdir or a converted checkpoint (tools.convert_checkpoint): '' = scratch.
   config.init_from = dict(path='', reinit=(), freeze=())
   config.mesh = dict(data=-1, fsdp=1, model=1)
-  config.log_every = 50
-  config.eval_every = 300
-  config.checkpoint_every = 300
+  config.log_every = 100
+  config.eval_every = 600
+  config.checkpoint_every = 600
   config.keep_checkpoints = 2
   return config

@@ -151,15 +151,18 @@ def flatten_for_summary(results: Mapping[str, Mapping[str, float]]) -> dict[str,
           for key, value in metrics.items()}
 
 
+def results_for_json(results: Mapping[str, Mapping[str, float]]) -> dict:
+  """JSON has no NaN: an undefined metric (e.g. a frequency group without classes) becomes null."""
+  return {task: {key: None if math.isnan(value) else value for key, value in metrics.items()}
+          for task, metrics in results.items()}
+
+
 def write_results(workdir: pathlib.Path, results: Mapping[str, Mapping[str, float]]) -> None:
   """Writes WORKDIR/eval_results.json and prints each task's headline metrics next to chance."""
   if jax.process_index() != 0:
     return
   path = workdir / 'eval_results.json'
-  # JSON has no NaN: an undefined metric (e.g. a frequency group with no evaluated class) is null.
-  serialisable = {task: {key: None if math.isnan(value) else value for key, value in metrics.items()}
-                  for task, metrics in results.items()}
-  path.write_text(json.dumps(serialisable, indent=2, sort_keys=True) + '\n')
+  path.write_text(json.dumps(results_for_json(results), indent=2, sort_keys=True) + '\n')
   lines = [f'{"task":<24}{"metric":<24}{"value":>10}{"chance":>10}']
   for name, metrics in results.items():
     for key, value in metrics.items():

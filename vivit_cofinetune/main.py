@@ -8,6 +8,7 @@ On a multi-host pod every host runs the same command; `jax.distributed.initializ
 """
 import logging as python_logging
 import os
+import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
@@ -53,12 +54,15 @@ def main(argv):
                jax.local_devices())
 
   # Imported late so that TensorFlow's device settings above come first.
+  from vivit_cofinetune import config_lib
   from vivit_cofinetune import evaluate
   from vivit_cofinetune import train
-  if _MODE.value == 'train':
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  else:
-    evaluate.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value)
+  run = train.train_and_evaluate if _MODE.value == 'train' else evaluate.evaluate_checkpoint
+  try:
+    run(_CONFIG.value, _WORKDIR.value)
+  except config_lib.ConfigError as error:
+    # A config mistake is the user's to fix: one line naming the field, no traceback.
+    sys.exit(f'Config error: {error}')
 
 
 if __name__ == '__main__':

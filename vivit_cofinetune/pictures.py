@@ -17,26 +17,30 @@ def per_class_ap_chart(names: Sequence[str], average_precision: Sequence[float],
   Bar height is the class's AP, colour its frequency group; the training count is written under it.
   """
   order = np.argsort(-np.asarray(train_counts), kind='stable')
-  bar_width, gap, plot_height, margin = 28, 6, 200, 30
+  bar_width, gap, plot_height, margin, name_length = 28, 6, 200, 30, 110
+  plot_top = 20  # below the legend
   width = margin * 2 + len(order) * (bar_width + gap)
-  height = plot_height + 130
+  height = plot_top + plot_height + 32 + name_length
   image = Image.new('RGB', (max(width, 240), height), _BACKGROUND)
   draw = ImageDraw.Draw(image)
-  draw.line([(margin, 10), (margin, 10 + plot_height)], fill=_TEXT)
-  draw.text((2, 4), 'AP 1', fill=_TEXT)
-  draw.text((2, plot_height + 2), '0', fill=_TEXT)
+  for slot, (group, colour) in enumerate(GROUP_COLOURS.items()):
+    draw.rectangle([margin + 20 + 60 * slot, 4, margin + 30 + 60 * slot, 14], fill=colour)
+    draw.text((margin + 34 + 60 * slot, 3), group, fill=_TEXT)
+  draw.line([(margin, plot_top), (margin, plot_top + plot_height)], fill=_TEXT)
+  draw.text((2, plot_top), 'AP 1', fill=_TEXT)
+  draw.text((2, plot_top + plot_height - 10), '0', fill=_TEXT)
   for slot, index in enumerate(order):
     left = margin + gap + slot * (bar_width + gap)
     ap = average_precision[index]
     if np.isfinite(ap):
-      top = 10 + plot_height * (1.0 - float(np.clip(ap, 0.0, 1.0)))
-      draw.rectangle([left, top, left + bar_width, 10 + plot_height],
+      top = plot_top + plot_height * (1.0 - float(np.clip(ap, 0.0, 1.0)))
+      draw.rectangle([left, top, left + bar_width, plot_top + plot_height],
                      fill=GROUP_COLOURS.get(groups[index], (150, 150, 150)))
-    draw.text((left, plot_height + 14), str(train_counts[index]), fill=_TEXT)
+    draw.text((left, plot_top + plot_height + 4), str(train_counts[index]), fill=_TEXT)
     # Names are written vertically (rotated text) so that long AVA class names fit.
-    label = Image.new('RGB', (110, 12), _BACKGROUND)
+    label = Image.new('RGB', (name_length, 12), _BACKGROUND)
     ImageDraw.Draw(label).text((0, 0), names[index][:18], fill=_TEXT)
-    image.paste(label.rotate(90, expand=True), (left + 8, plot_height + 28))
+    image.paste(label.rotate(90, expand=True), (left + 8, plot_top + plot_height + 18))
   return np.asarray(image)
 
 

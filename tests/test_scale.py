@@ -1,0 +1,263 @@
+"""One config on 1 device, 8 emulated devices and 2 processes; checkpoints restore onto other meshes.
+
+Jobs with several devices run in a subprocess (this file run as a script, or vivit_cofinetune.main):
+XLA_FLAGS=--xla_force_host_platform_device_count must be set before jax is imported.
+"""
+import csv
+import functools
+import json
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import sys
+
+import flax.linen as nn
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+import tensorflow_datasets as tfds
+
+from vivit_cofinetune import checkpoint
+from vivit_cofinetune import config_lib
+from vivit_cofinetune import evaluate
+from vivit_cofinetune import optim
+from vivit_cofinetune import sharding
+from vivit_cofinetune import state as state_lib
+from vivit_cofinetune import train
+
+pytestmark = pytest.mark.slow
+REPO = pathlib.Path(__file__).parent.parent
+CONFIG_FILE = f'{REPO}/configs/demo_cofinetune.py:steps=4'
+# The demo shrunk for tests; every global batch (8) splits over 8 devices and over 2 hosts x 2 devices.
+OVERRIDES = {
+    'tasks.synthetic_loc.dataset.name': 'synthetic_actions_loc/tiny',
+    'tasks.synthetic_cls.dataset.name': 'synthetic_actions_cls/tiny',
+    'tasks.synthetic_loc.batch_size': 8, 'tasks.synthetic_cls.batch_size': 8,
+    'tasks.synthetic_loc.eval_batch_size': 8, 'tasks.synthetic_cls.eval_batch_size': 8,
+    'model.num_layers': 2, 'optimizer.warmup_steps': 2,
+    'log_every': 2, 'eval_every': 4, 'checkpoint_every': 2,
+}
+FINAL_STEP, MIDWAY_STEP = 4, 2
+# What DEFAULT_RULES should do to each logical axis on the mesh (written out here, not imported).
+EXPECTED_MESH_AXIS = {'embed': 'fsdp', 'mlp': 'model', 'heads': 'model'}
+# Same params on another mesh differ only by float32 summation order (the batch mean over 8 shards,
+# the fsdp all-gathers). Measured after 4 AdamW steps: at most 1.4e-6, always on the attention key
+# bias, whose true gradient is zero (softmax ignores it): Adam normalises its round-off gradient, so
+# its tiny value (~3e-7) is itself noise. Elsewhere Adam turns a relative gradient error of ~1e-6
+# into an update error of ~lr * 1e-6 per step.
+PARAMS_ATOL = 1e-5
+SUBPROCESS_TIMEOUT_S = 600
+
+
+def scale_config(data_dir: str | pathlib.Path, mesh: dict):
+  config = config_lib.load_config_file(CONFIG_FILE)
+  config.data_dir = str(data_dir)
+  for dotted, value in OVERRIDES.items():
+    *parents, field = dotted.split('.')
+    functools.reduce(getattr, parents, config)[field] = value
+  config.mesh = mesh
+  return config
+
+
+def _flat(tree) -> dict[str, np.ndarray]:
+  return {'/'.join(map(str, key)): value
+          for key, value in checkpoint._flatten(tree).items()}  # pylint: disable=protected-access
+
+
+def saved_params(workdir: pathlib.Path, step: int) -> dict[str, np.ndarray]:
+  """Params of checkpoint `step` as numpy, read without any mesh (whatever topology wrote them)."""
+  path = workdir / 'checkpoints' / str(step) / 'state'
+  reader = ocp.PyTreeCheckpointer()
+  as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
+                          reader.metadata(path).item_metadata.tree)
+  state = reader.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
+  return _flat(state['params'])
+
+
+def run_job(data_dir: str, workdir: str, mesh: dict) -> dict:
+  """Trains (resuming from the workdir's latest checkpoint if any) on `mesh` over this process' devices.
+
+  Before training, writes the params restored onto the mesh to WORKDIR/restored_params.npz; after
+  it, returns each param's logical axes, mesh PartitionSpec and the shape of one device's shard,
+  as restored from the final checkpoint.
+  """
+  workdir = pathlib.Path(workdir)
+  config = scale_config(data_dir, mesh)
+  mesh = sharding.make_mesh(config.mesh)
+  tasks = evaluate.make_tasks(config)
+  backbone = state_lib.make_backbone(config.model)
+  abstract, _ = evaluate.abstract_state(config, backbone, tasks, optim.make_optimizer(config.optimizer),
+                                        mesh, sharding.logical_rules(config))
+
+  def restore_onto_mesh():
+    manager = checkpoint.make_manager(workdir, config, read_only=True)
+    return checkpoint.restore(manager, abstract)
+
+  report = {'restored_step': None}
+  if (workdir / 'checkpoints').is_dir():
+    state, _ = restore_onto_mesh()
+    report['restored_step'] = int(state.step)
+    np.savez(workdir / 'restored_params.npz', **_flat(sharding.gather_to_host(state.params)))
+  train.train_and_evaluate(config, str(workdir))
+
+  state, _ = restore_onto_mesh()
+  clip_shape = state_lib.input_shape(config.tasks.synthetic_loc)
+  boxed = jax.eval_shape(lambda rng: state_lib.init_params(backbone, tasks, clip_shape, rng, 4),
+                         jax.random.key(0))
+  logical = _flat(nn.get_partition_spec(boxed))
+  report['params'] = {
+      name: {'logical': list(logical[name]), 'spec': list(value.sharding.spec),
+             'shape': list(value.shape), 'shard_shape': list(value.addressable_shards[0].data.shape)}
+      for name, value in _flat(state.params).items()}
+  return report
+
+
+def run_job_on_devices(num_devices: int, data_dir, workdir, mesh: dict) -> dict:
+  """run_job in a fresh process with `num_devices` emulated CPU devices."""
+  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={num_devices}')
+  completed = subprocess.run(
+      [sys.executable, __file__, json.dumps([str(data_dir), str(workdir), mesh])],
+      env=env, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S, check=False)
+  assert completed.returncode == 0, completed.stderr[-5000:]
+  return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def assert_params_close(actual: dict, expected: dict, atol: float):
+  assert actual.keys() == expected.keys()
+  for name, value in expected.items():
+    np.testing.assert_allclose(actual[name], value, rtol=0, atol=atol, err_msg=name)
+
+
+def copy_without_final_checkpoint(source: pathlib.Path, target: pathlib.Path) -> pathlib.Path:
+  """A run killed after its mid-way checkpoint: only checkpoints/MIDWAY_STEP survives."""
+  shutil.copytree(source / 'checkpoints', target / 'checkpoints')
+  shutil.rmtree(target / 'checkpoints' / str(FINAL_STEP))
+  return target
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  return tmp_path_factory.mktemp('tfds')
+
+
+@pytest.fixture(scope='module')
+def single_device(data_dir, tmp_path_factory):
+  """The reference: the config trained from scratch on this process' single CPU device."""
+  assert jax.device_count() == 1
+  workdir = tmp_path_factory.mktemp('single_device')
+  run_job(str(data_dir), str(workdir), dict(data=-1, fsdp=1, model=1))
+  return workdir
+
+
+@pytest.fixture(scope='module')
+def fsdp_job(data_dir, single_device, tmp_path_factory):  # pylint: disable=unused-argument
+  """The same config from scratch on 8 devices, params split over fsdp=2 (after the data exists)."""
+  workdir = tmp_path_factory.mktemp('fsdp')
+  report = run_job_on_devices(8, data_dir, workdir, dict(data=4, fsdp=2, model=1))
+  return workdir, report
+
+
+def test_fsdp_params_are_sharded_as_the_logical_rules_say(fsdp_job):
+  _, report = fsdp_job
+  split_over_fsdp = []
+  for name, param in report['params'].items():
+    logical = param['logical'] + [None] * (len(param['shape']) - len(param['logical']))
+    spec = param['spec'] + [None] * (len(param['shape']) - len(param['spec']))
+    expected_spec = [EXPECTED_MESH_AXIS.get(axis) for axis in logical]
+    assert spec == expected_spec, (name, logical, spec)
+    # model=1 and data replicates params, so only an 'embed' dimension is split, in two.
+    expected_shard = [size // 2 if axis == 'embed' else size
+                      for size, axis in zip(param['shape'], logical)]
+    assert param['shard_shape'] == expected_shard, (name, param)
+    if 'embed' in logical:
+      split_over_fsdp.append(name)
+  assert 'backbone/encoder/layers/mlp/hidden/kernel' in split_over_fsdp
+  assert report['params']['backbone/encoder/layers/mlp/hidden/kernel']['shard_shape'] == [2, 32, 128]
+
+
+def test_fsdp_on_8_devices_ends_with_the_params_of_1_device(fsdp_job, single_device):
+  workdir, _ = fsdp_job
+  expected = saved_params(single_device, FINAL_STEP)
+  assert_params_close(saved_params(workdir, FINAL_STEP), expected, PARAMS_ATOL)
+  # The comparison is not vacuous: training moved the zero-initialised heads.
+  assert np.abs(expected['heads/synthetic_cls/output/kernel']).max() > 1e-4
+
+
+def test_1_device_checkpoint_resumes_on_8_devices(data_dir, single_device, tmp_path):
+  workdir = copy_without_final_checkpoint(single_device, tmp_path)
+  report = run_job_on_devices(8, data_dir, workdir, dict(data=8, fsdp=1, model=1))
+  assert report['restored_step'] == MIDWAY_STEP
+  restored = dict(np.load(workdir / 'restored_params.npz'))
+  assert_params_close(restored, saved_params(single_device, MIDWAY_STEP), atol=0)
+  assert_params_close(saved_params(workdir, FINAL_STEP), saved_params(single_device, FINAL_STEP),
+                      PARAMS_ATOL)
+
+
+def test_8_device_checkpoint_resumes_on_1_device(data_dir, fsdp_job, single_device, tmp_path):
+  fsdp_workdir, _ = fsdp_job
+  workdir = copy_without_final_checkpoint(fsdp_workdir, tmp_path)
+  report = run_job(str(data_dir), str(workdir), dict(data=-1, fsdp=1, model=1))
+  assert report['restored_step'] == MIDWAY_STEP
+  restored = dict(np.load(workdir / 'restored_params.npz'))
+  assert_params_close(restored, saved_params(fsdp_workdir, MIDWAY_STEP), atol=0)
+  assert_params_close(saved_params(workdir, FINAL_STEP), saved_params(single_device, FINAL_STEP),
+                      PARAMS_ATOL)
+
+
+def _free_port() -> int:
+  with socket.socket() as probe:
+    probe.bind(('127.0.0.1', 0))
+    return probe.getsockname()[1]
+
+
+def _detection_keys(csv_path: pathlib.Path) -> list[tuple[str, ...]]:
+  """Each detection row without its score: (video, timestamp, box, class), sorted."""
+  with csv_path.open() as file:
+    return sorted(tuple(row[:-1]) for row in csv.reader(file))
+
+
+def test_two_processes_train_evaluate_every_example_once_and_checkpoint(data_dir, single_device,
+                                                                        tmp_path):
+  workdir = tmp_path / 'two_processes'
+  command = [sys.executable, '-m', 'vivit_cofinetune.main', f'--config={CONFIG_FILE}',
+             f'--workdir={workdir}', f'--config.data_dir={data_dir}',
+             *[f'--config.{key}={value}' for key, value in OVERRIDES.items()],
+             # fsdp over all 4 devices: every param's shards live on both processes.
+             '--config.mesh.data=1', '--config.mesh.fsdp=4',
+             f'--coordinator_address=127.0.0.1:{_free_port()}', '--num_processes=2']
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2')
+  processes = [subprocess.Popen(command + [f'--process_id={index}'], env=env, cwd=REPO,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for index in range(2)]
+  try:
+    outputs = [process.communicate(timeout=SUBPROCESS_TIMEOUT_S) for process in processes]
+  finally:
+    for process in processes:
+      process.kill()
+  for process, (_, stderr) in zip(processes, outputs):
+    assert process.returncode == 0, stderr[-5000:]
+  assert "Mesh {'data': 1, 'fsdp': 4, 'model': 1} over 4 devices on 2 processes" in outputs[0][1]
+  # Only process 0 writes (and prints) the results.
+  assert f'Wrote {workdir / "eval_results.json"}' in outputs[0][0]
+  assert 'Wrote' not in outputs[1][0]
+
+  results = json.loads((workdir / 'eval_results.json').read_text())
+  cls_split = tfds.builder(OVERRIDES['tasks.synthetic_cls.dataset.name'], data_dir=str(data_dir))
+  assert results['synthetic_cls']['num_videos'] == cls_split.info.splits['validation'].num_examples
+  # Every keyframe's detector boxes scored once per class: the rows of the single-host eval, once.
+  csv_name = f'step_{FINAL_STEP}/synthetic_loc_detections.csv'
+  two_hosts = _detection_keys(workdir / 'eval' / csv_name)
+  assert two_hosts == _detection_keys(single_device / 'eval' / csv_name)
+  loc_split = tfds.builder(OVERRIDES['tasks.synthetic_loc.dataset.name'], data_dir=str(data_dir))
+  assert len({row[0] for row in two_hosts}) == loc_split.info.splits['validation'].num_examples
+  assert sorted(int(path.name) for path in (workdir / 'checkpoints').iterdir()
+                if path.name.isdigit()) == [MIDWAY_STEP, FINAL_STEP]
+  saved = saved_params(workdir, FINAL_STEP)
+  assert np.abs(saved['heads/synthetic_loc/output/kernel']).max() > 0
+
+
+if __name__ == '__main__':
+  print(json.dumps(run_job(*json.loads(sys.argv[1]))))
