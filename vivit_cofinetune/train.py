@@ -61,6 +61,15 @@ def make_train_step(backbone, task, optimizer, config: ml_collections.ConfigDict
   return train_step
 
 
+def jit_train_step(backbone, task, optimizer, config: ml_collections.ConfigDict, trainable,
+                   state_shardings, mesh):
+  """The task's train step, jitted with explicit shardings and the state donated."""
+  replicated = sharding.replicated(mesh)
+  return jax.jit(make_train_step(backbone, task, optimizer, config, trainable),
+                 in_shardings=(state_shardings, sharding.batch_sharding(mesh), replicated),
+                 out_shardings=(state_shardings, replicated), donate_argnums=0)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains every task of the config's schedule; returns the final eval metrics per task."""
   workdir = pathlib.Path(workdir)
@@ -93,7 +102,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   restored = checkpoint.restore(manager, abstract_state)
   if restored:
     state, batches_consumed = restored
-    logging.info('Resumed from step %d', int(state.step))
+    logging.info('Resumed from step %d at data position %s', int(state.step), batches_consumed)
+    if batches_consumed != schedule.batches_before(int(state.step)):
+      logging.warning('The checkpoint read %s batches per task, but this config\'s schedule would '
+                      'have read %s: was the schedule changed?', batches_consumed,
+                      schedule.batches_before(int(state.step)))
   else:
     state = evaluate.initial_state(config, backbone, tasks, optimizer, state_shardings)
     batches_consumed = {name: 0 for name in trained}
@@ -101,13 +114,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   trainable = optim.trainable_mask(state.params, config.get('init_from', {}).get('freeze', ()))
 
   # Steps: one compiled train step per task
-  batch_sharding = sharding.batch_sharding(mesh)
-  replicated = sharding.replicated(mesh)
-  train_steps = {
-      name: jax.jit(make_train_step(backbone, tasks[name], optimizer, config, trainable),
-                    in_shardings=(state_shardings, batch_sharding, replicated),
-                    out_shardings=(state_shardings, replicated), donate_argnums=0)
-      for name in trained}
+  train_steps = {name: jit_train_step(backbone, tasks[name], optimizer, config, trainable,
+                                      state_shardings, mesh)
+                 for name in trained}
   evaluator = evaluate.Evaluator(config, backbone, tasks, mesh, state_shardings.params)
 
   # Input pipelines, resumed at the data position of the checkpoint
@@ -117,7 +126,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   # Loop
   total_steps = schedule.num_steps
-  progress = Progress(start_step, total_steps, writer)
+  progress = Progress(total_steps)
   learning_rate_at = functools.partial(optim.learning_rate_at, phases=config.schedule.phases,
                                        phase_starts=schedule.phase_starts, config=config.optimizer)
   results = {}
@@ -128,13 +137,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     state, metrics = train_steps[name](state, batch, np.float32(learning_rate))
     batches_consumed[name] += 1
     done = step + 1
-    progress.step_done(config.tasks[name].batch_size)
+    progress.step_done(name, metrics, config.tasks[name].batch_size)
 
     if done % config.log_every == 0 or done == total_steps:
-      scalars = {f'train/{name}/{key}': float(value) for key, value in metrics.items()}
-      scalars['train/learning_rate'] = learning_rate / config.tasks[name].get(
-          'learning_rate_factor', 1.0)
-      writer.write_scalars(done, dict(scalars, **progress.report(done)))
+      writer.write_scalars(done, dict(progress.report(done),
+                                      **{'train/learning_rate': learning_rate_at(step)}))
     if done % config.eval_every == 0 or done == total_steps:
       results, images = evaluator.evaluate(state.params, step=done, output_dir=workdir / 'eval')
       writer.write_scalars(done, evaluate.flatten_for_summary(results))
@@ -151,25 +158,37 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 
 class Progress:
-  """Steps/s, clips/s and ETA, logged and written to TensorBoard."""
+  """Per-task training metrics averaged since the last report, steps/s, clips/s and the ETA."""
 
-  def __init__(self, start_step: int, total_steps: int, writer):
-    self.start_step, self.total_steps, self.writer = start_step, total_steps, writer
+  def __init__(self, total_steps: int):
+    self.total_steps = total_steps
+    self._reset()
+
+  def _reset(self):
     self.window_start = time.monotonic()
     self.window_steps = 0
     self.window_clips = 0
+    # Sums stay on the device until the report, so a step never waits for the previous one.
+    self.sums, self.counts = {}, {}
 
-  def step_done(self, clips: int) -> None:
+  def step_done(self, task_name: str, metrics, clips: int) -> None:
     self.window_steps += 1
     self.window_clips += clips
+    previous = self.sums.get(task_name)
+    self.sums[task_name] = metrics if previous is None else jax.tree.map(jnp.add, previous, metrics)
+    self.counts[task_name] = self.counts.get(task_name, 0) + 1
 
   def report(self, step: int) -> dict[str, float]:
-    """Rates since the previous report; resets the window."""
+    """Scalars of the window since the previous report; logs the progress line and resets."""
+    scalars = {f'train/{task}/{key}': float(value) / self.counts[task]
+               for task, sums in self.sums.items() for key, value in sums.items()}
     elapsed = max(time.monotonic() - self.window_start, 1e-9)
     steps_per_sec = self.window_steps / elapsed
     clips_per_sec = self.window_clips / elapsed
     eta = (self.total_steps - step) / max(steps_per_sec, 1e-9)
-    logging.info('step %d/%d | %.2f steps/s | %.1f clips/s | ETA %s', step, self.total_steps,
-                 steps_per_sec, clips_per_sec, time.strftime('%H:%M:%S', time.gmtime(eta)))
-    self.window_start, self.window_steps, self.window_clips = time.monotonic(), 0, 0
-    return {'steps_per_sec': steps_per_sec, 'clips_per_sec': clips_per_sec}
+    losses = ' '.join(f'{task}={scalars[f"train/{task}/loss"]:.3f}' for task in sorted(self.sums))
+    logging.info('step %d/%d | %.2f steps/s | %.1f clips/s | ETA %s | loss %s', step,
+                 self.total_steps, steps_per_sec, clips_per_sec,
+                 time.strftime('%H:%M:%S', time.gmtime(eta)), losses)
+    self._reset()
+    return dict(scalars, steps_per_sec=steps_per_sec, clips_per_sec=clips_per_sec)
