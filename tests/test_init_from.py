@@ -76,11 +76,6 @@ def test_merge_params_shape_mismatch_names_the_param_and_suggests_reinit():
 # End to end on the tiny demo config.
 
 
-@pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
-  return tmp_path_factory.mktemp('tfds')
-
-
 def model_parts(config):
   """(backbone, tasks, optimizer, state shardings, abstract state) of a run of `config`."""
   mesh = sharding.make_mesh(config.mesh)

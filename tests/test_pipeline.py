@@ -11,14 +11,6 @@ from vivit_cofinetune.data import pipeline
 _DATASETS = {'classification': 'synthetic_actions_cls/tiny', 'localisation': 'synthetic_actions_loc/tiny'}
 
 
-@pytest.fixture(scope='module')
-def data_dir(tmp_path_factory) -> str:
-  path = tmp_path_factory.mktemp('synthetic')
-  for name in _DATASETS.values():
-    tfds.builder(name, data_dir=str(path)).download_and_prepare()
-  return str(path)
-
-
 def _task(kind: str, **input_overrides) -> ml_collections.ConfigDict:
   inputs = dict(num_frames=8, frame_stride=2, crop_size=32, min_crop_area=0.3, flip=True,
                 num_test_clips=1, num_test_crops=1, mean=(0.5,) * 3, std=(0.5,) * 3)

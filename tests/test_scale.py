@@ -16,7 +16,6 @@ import sys
 import flax.linen as nn
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 import tensorflow_datasets as tfds
 
@@ -69,12 +68,7 @@ def _flat(tree) -> dict[str, np.ndarray]:
 
 def saved_params(workdir: pathlib.Path, step: int) -> dict[str, np.ndarray]:
   """Params of checkpoint `step` as numpy, read without any mesh (whatever topology wrote them)."""
-  path = workdir / 'checkpoints' / str(step) / 'state'
-  reader = ocp.PyTreeCheckpointer()
-  as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
-                          reader.metadata(path).item_metadata.tree)
-  state = reader.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
-  return _flat(state['params'])
+  return _flat(checkpoint.read_params(workdir, step))
 
 
 def run_job(data_dir: str, workdir: str, mesh: dict) -> dict:
@@ -136,11 +130,6 @@ def copy_without_final_checkpoint(source: pathlib.Path, target: pathlib.Path) ->
   shutil.copytree(source / 'checkpoints', target / 'checkpoints')
   shutil.rmtree(target / 'checkpoints' / str(FINAL_STEP))
   return target
-
-
-@pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
-  return tmp_path_factory.mktemp('tfds')
 
 
 @pytest.fixture(scope='module')

@@ -31,11 +31,6 @@ def tiny_config(data_dir: pathlib.Path, steps: int = 8):
 
 
 @pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
-  return tmp_path_factory.mktemp('tfds')
-
-
-@pytest.fixture(scope='module')
 def trained(data_dir, tmp_path_factory):
   """(config, workdir, results) of one uninterrupted tiny run, shared by the tests below."""
   config = tiny_config(data_dir)

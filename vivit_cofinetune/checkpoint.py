@@ -41,16 +41,17 @@ def restore(manager: ocp.CheckpointManager, abstract_state, step: int | None = N
   return restored.state, restored.data['batches_consumed']
 
 
-def read_params(path: str | pathlib.Path) -> dict:
-  """Params as numpy from a workdir (its latest checkpoint) or a converted-checkpoint directory.
+def read_params(path: str | pathlib.Path, step: int | None = None) -> dict:
+  """Params as numpy from a workdir (checkpoint `step`, default the latest) or a converted checkpoint.
 
   Read as plain numpy, whatever mesh wrote them, so a pod's workdir initialises a 1-device run.
   """
   path = pathlib.Path(path).absolute()
   if (path / 'checkpoints').is_dir():
-    manager = ocp.CheckpointManager(path / 'checkpoints',
-                                    options=ocp.CheckpointManagerOptions(read_only=True))
-    step = manager.latest_step()
+    if step is None:
+      manager = ocp.CheckpointManager(path / 'checkpoints',
+                                      options=ocp.CheckpointManagerOptions(read_only=True))
+      step = manager.latest_step()
     if step is None:
       raise FileNotFoundError(f'config.init_from.path={path}: the workdir has no checkpoint')
     return _restore_as_numpy(path / 'checkpoints' / str(step) / 'state')['params']
