@@ -2,9 +2,10 @@
 
   python -m vivit_cofinetune.main --config=configs/demo_cofinetune.py --workdir=/tmp/vivit_demo
 
-Sized for a 2-core CPU: about 5 minutes from a fresh install, generating the synthetic datasets into
-~/tensorflow_datasets (config.data_dir) on first use. Expected: the table printed at the end shows
-localisation mAP and classification top-1 well above their chance values (measured: docs/results.md).
+Sized for a 2-core CPU: under 2 minutes from a fresh install, generating the synthetic datasets into
+~/tensorflow_datasets (config.data_dir) on first use. Expected (docs/results.md; repeatable on one machine):
+classification top-1 0.675 (chance 0.12) and localisation mAP 0.291 (chance 0.101), with head / mid /
+tail AP 0.533 / 0.271 / 0.070.
 Variants: `:variant=factorised_encoder` (or factorised_self_attention, factorised_dot_product) swaps
 the backbone; `:transfer=True` trains the transfer-learning baseline (classification, then
 localisation) on the same total steps.
@@ -21,7 +22,7 @@ from vivit_cofinetune.models.vivit import vivit_config
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
-  arg = config_args(arg, variant='spatio_temporal', transfer=False, steps=1200)
+  arg = config_args(arg, variant='spatio_temporal', transfer=False, steps=2400)
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.data_dir = os.path.expanduser('~/tensorflow_datasets')
@@ -58,8 +59,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # Start from a previous workdir or a converted checkpoint (tools.convert_checkpoint): '' = scratch.
   config.init_from = dict(path='', reinit=(), freeze=())
   config.mesh = dict(data=-1, fsdp=1, model=1)
-  config.log_every = 100
-  config.eval_every = 600
-  config.checkpoint_every = 600
+  config.log_every = 200
+  config.eval_every = 1200
+  config.checkpoint_every = 1200
   config.keep_checkpoints = 2
   return config
