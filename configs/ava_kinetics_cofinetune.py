@@ -20,7 +20,10 @@ from vivit_cofinetune.config_lib import input_config
 from vivit_cofinetune.config_lib import task_config
 from vivit_cofinetune.models.vivit import vivit_config
 
-AVA_NUM_CLASSES = 80  # trained on all 80 classes; evaluated on the official 60
+AVA_NUM_CLASSES = 80  # trained on all 80 classes; evaluated on the official 60 below
+# ava_action_list_v2.2_for_activitynet_2019.pbtxt: the classes of the official frame-mAP.
+AVA_EVAL_CLASS_IDS = (1, *range(3, 16), 17, 20, 22, 24, *range(26, 31), 34, 36, 37, 38, 41, 43,
+                      *range(45, 50), 51, 52, 54, *range(56, 71), 72, 73, 74, *range(76, 81))
 KINETICS700_NUM_CLASSES = 700
 
 
@@ -43,6 +46,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
                       input=input_config(num_frames=32, crop_size=224, frame_stride=2,
                                          min_crop_area=0.3),
                       transfer_steps=ava_steps, max_boxes=16,
+                      eval_class_ids=AVA_EVAL_CLASS_IDS,
+                      # Official ava_val_excluded_timestamps_v2.2.csv; set it with the data.
+                      exclusions='',
                       head=dict(roi_size=7, sampling_ratio=2, dropout_rate=0.3)),
       kinetics700=task_config('classification', 'kinetics700', num_classes=KINETICS700_NUM_CLASSES,
                               batch_size=64, input=clips, transfer_steps=kinetics_steps,

@@ -1,19 +1,23 @@
 """Learning-rate schedule, clipping, freezing and the per-step learning rate."""
 import math
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
 
 from vivit_cofinetune import optim
+from vivit_cofinetune.data import mixture
 
 
 def test_warmup_then_cosine_restarts_every_phase():
   config = ml_collections.ConfigDict(dict(base_learning_rate=0.1, warmup_steps=10,
                                           end_learning_rate_factor=0.0))
-  phases = [dict(steps=110), dict(steps=50, base_learning_rate=0.02, warmup_steps=0)]
-  lr = lambda s: optim.learning_rate_at(s, phases=phases, phase_starts=(0, 110), config=config)
+  phases = [dict(steps=110, mixture={'a': 1}),
+            dict(steps=50, base_learning_rate=0.02, warmup_steps=0, mixture={'a': 1})]
+  schedule = mixture.task_schedule(phases, seed=0)
+  lr = lambda s: optim.learning_rate_at(s, phases=phases, schedule=schedule, config=config)
   assert lr(0) == pytest.approx(0.01)  # (0 + 1) / 10 of the base
   assert lr(9) == pytest.approx(0.1)
   # Half-way through the 100 cosine steps of phase 0: half the base rate.
@@ -56,3 +60,27 @@ def test_sgd_uses_the_learning_rate_set_for_the_step():
 def test_unknown_optimizer_names_the_field():
   with pytest.raises(ValueError, match="config.optimizer.name='lamb'"):
     optim.make_optimizer(ml_collections.ConfigDict(dict(name='lamb')))
+
+
+def test_a_phase_may_set_its_own_rate_without_a_global_one():
+  phases = [dict(steps=10, base_learning_rate=0.5, mixture={'a': 1})]
+  schedule = mixture.task_schedule(phases, seed=0)
+  config = ml_collections.ConfigDict(dict(name='sgd'))
+  assert optim.learning_rate_at(0, phases=phases, schedule=schedule, config=config) == 0.5
+
+
+def test_adamw_decays_kernels_only_even_in_scanned_layers():
+  params = {'layers': {'mlp': {'kernel': jnp.ones((2, 3, 4)), 'bias': jnp.ones((2, 4))},
+                       'norm': {'scale': jnp.ones((2, 3))}},
+            'pos_embedding': jnp.ones((1, 5, 3)), 'cls': jnp.ones((1, 1, 3))}
+  optimizer = optim.make_optimizer(ml_collections.ConfigDict(
+      dict(name='adamw', weight_decay=0.5, b1=0.9, b2=0.999)))
+  opt_state = optim.set_learning_rate(optimizer.init(params), 0.1)
+  zero_grads = jax.tree.map(jnp.zeros_like, params)
+  updates, _ = optimizer.update(zero_grads, opt_state, params)
+  # With zero gradients only the decoupled decay moves a param: -lr * wd * p = -0.05 on kernels.
+  np.testing.assert_allclose(updates['layers']['mlp']['kernel'], -0.05, rtol=1e-6)
+  for name, update in (('bias', updates['layers']['mlp']['bias']),
+                       ('scale', updates['layers']['norm']['scale']),
+                       ('pos_embedding', updates['pos_embedding']), ('cls', updates['cls'])):
+    np.testing.assert_array_equal(update, 0.0, err_msg=name)

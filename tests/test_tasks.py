@@ -99,3 +99,25 @@ def test_every_variant_trains_both_task_kinds(variant):
     # Heads start at zero, so the backbone's gradient is zero on the first step; train it twice.
     newer_state, _ = step(new_state, batches[name], np.float32(0.1))
     assert moved(newer_state.params['backbone'], new_state.params['backbone'])
+
+
+def test_localisation_evaluates_the_eval_classes_without_excluded_keyframes(tmp_path):
+  (tmp_path / 'excluded.csv').write_text('video_b,0903\n')
+  task = make_task('localisation', 3, eval_class_ids=[1, 3],
+                   exclusions=str(tmp_path / 'excluded.csv'))
+  box = [0.1, 0.1, 0.5, 0.5]
+  # Two keyframes with one person each; the detector box is the true box.
+  outputs = {
+      'boxes': np.array([[box], [box]], np.float32), 'box_mask': np.ones((2, 1), bool),
+      'gt_boxes': np.array([[box], [box]], np.float32), 'gt_box_mask': np.ones((2, 1), bool),
+      # Keyframe a: classes 1 and 2. Keyframe b (excluded): class 3.
+      'gt_labels': np.array([[[1, 1, 0]], [[0, 0, 1]]], np.float32),
+      'scores': np.array([[[0.9, 0.1, 0.8]], [[0.2, 0.9, 0.9]]], np.float32),
+      'video_index': np.array([0, 1]), 'timestamp': np.array([902, 903]),
+      'mask': np.ones(2, bool)}
+  metrics = task.evaluate(outputs, video_ids=['video_a', 'video_b'], output_dir=None)
+  # Class 2 is not evaluated (it would score AP 0.5: keyframe b's 0.9 outranks the true 0.1).
+  # Class 3's only truth is in the excluded keyframe, so it has no AP (kept, it would score 1.0).
+  # What remains is class 1: its top detection is the true one, AP 1.0.
+  assert metrics['mAP'] == 1.0
+  assert [key for key in metrics if key.startswith('AP/')] == ['AP/1']

@@ -6,22 +6,29 @@ Restoring takes an abstract state carrying the current shardings, so a checkpoin
 restores onto another.
 """
 from collections.abc import Mapping, Sequence
-import pathlib
+import os
 import re
 
+from etils import epath
 import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
 
-def make_manager(workdir: str | pathlib.Path, config: ml_collections.ConfigDict,
+def resolve_path(path: str | os.PathLike) -> epath.Path:
+  """A local path made absolute (orbax needs that), or a remote one (gs://...) as it is."""
+  path = os.fspath(path)
+  return epath.Path(path if '://' in path else os.path.abspath(path))
+
+
+def make_manager(workdir: str | os.PathLike, config: ml_collections.ConfigDict,
                  read_only: bool = False) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(
       max_to_keep=config.get('keep_checkpoints', 3),
       enable_async_checkpointing=config.get('async_checkpointing', True),
       read_only=read_only, create=not read_only)
-  return ocp.CheckpointManager(pathlib.Path(workdir).absolute() / 'checkpoints', options=options)
+  return ocp.CheckpointManager(resolve_path(workdir) / 'checkpoints', options=options)
 
 
 def save(manager: ocp.CheckpointManager, step: int, state, batches_consumed: Mapping[str, int]):
@@ -41,12 +48,12 @@ def restore(manager: ocp.CheckpointManager, abstract_state, step: int | None = N
   return restored.state, restored.data['batches_consumed']
 
 
-def read_params(path: str | pathlib.Path, step: int | None = None) -> dict:
+def read_params(path: str | os.PathLike, step: int | None = None) -> dict:
   """Params as numpy from a workdir (checkpoint `step`, default the latest) or a converted checkpoint.
 
   Read as plain numpy, whatever mesh wrote them, so a pod's workdir initialises a 1-device run.
   """
-  path = pathlib.Path(path).absolute()
+  path = resolve_path(path)
   if (path / 'checkpoints').is_dir():
     if step is None:
       manager = ocp.CheckpointManager(path / 'checkpoints',
@@ -61,7 +68,7 @@ def read_params(path: str | pathlib.Path, step: int | None = None) -> dict:
                           'converted checkpoint directory with params/ (tools.convert_checkpoint)')
 
 
-def _restore_as_numpy(path: pathlib.Path) -> dict:
+def _restore_as_numpy(path: epath.Path) -> dict:
   checkpointer = ocp.PyTreeCheckpointer()
   tree = checkpointer.metadata(path).item_metadata.tree
   restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)

@@ -108,8 +108,8 @@ def input_config(*, num_frames: int, crop_size: int, frame_stride: int = 2,
       num_frames=num_frames, frame_stride=frame_stride, crop_size=crop_size,
       min_crop_area=min_crop_area, flip=flip, num_test_clips=num_test_clips,
       num_test_crops=num_test_crops,
-      # ImageNet statistics in [0, 1] pixel units, as the ViT initialisations expect.
-      mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)))
+      # Pixels to [-1, 1], as big_vision's ViTs and Scenic's ViViTs were trained.
+      mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)))
 
 
 def task_config(kind: str, dataset: str, *, num_classes: int, batch_size: int,

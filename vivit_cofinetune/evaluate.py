@@ -5,10 +5,10 @@ Also holds the model and state set-up that training and evaluation share.
 from collections.abc import Mapping
 import json
 import math
-import pathlib
 
 from absl import logging
 from clu import metric_writers
+from etils import epath
 import flax.linen as nn
 import jax
 import ml_collections
@@ -84,7 +84,8 @@ def initial_state(config, backbone, tasks, optimizer, shardings):
       lambda value, s: value if isinstance(value, jax.Array) else jax.make_array_from_callback(
           value.shape, s, lambda index: value[index]),
       params, shardings.params)
-  return state_lib.init_state(params, optimizer).replace(step=state.step)
+  # The optimizer states are built under jit too, so they land on the mesh as the params do.
+  return jax.jit(lambda p: state_lib.init_state(p, optimizer), out_shardings=shardings)(params)
 
 
 class Evaluator:
@@ -109,7 +110,7 @@ class Evaluator:
       return task.eval_outputs(logits, batch)
     return eval_step
 
-  def evaluate(self, params, *, step: int, output_dir: pathlib.Path | None
+  def evaluate(self, params, *, step: int, output_dir: epath.Path | None
                ) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
     """Returns (metrics by task, TensorBoard images by 'task/name')."""
     results, images = {}, {}
@@ -137,8 +138,9 @@ class Evaluator:
     """
     count = min(count, int(batch['mask'].sum()))
     video = batch['video'][:count]
-    frames = video[:, video.shape[1] // 2] * np.asarray(input_config.std) + np.asarray(
-        input_config.mean)
+    mean, std = (np.asarray(input_config.get(key, pipeline.INPUT_DEFAULTS[key]))
+                 for key in ('mean', 'std'))
+    frames = video[:, video.shape[1] // 2] * std + mean
     return dict({key: value[:count] for key, value in outputs.items()}, keyframe=frames)
 
 
@@ -157,7 +159,7 @@ def results_for_json(results: Mapping[str, Mapping[str, float]]) -> dict:
           for task, metrics in results.items()}
 
 
-def write_results(workdir: pathlib.Path, results: Mapping[str, Mapping[str, float]]) -> None:
+def write_results(workdir: epath.Path, results: Mapping[str, Mapping[str, float]]) -> None:
   """Writes WORKDIR/eval_results.json and prints each task's headline metrics next to chance."""
   if jax.process_index() != 0:
     return
@@ -176,7 +178,7 @@ def write_results(workdir: pathlib.Path, results: Mapping[str, Mapping[str, floa
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """--mode=eval: evaluates the latest checkpoint of `workdir` on every task."""
-  workdir = pathlib.Path(workdir)
+  workdir = checkpoint.resolve_path(workdir)
   config_lib.validate_config(config, num_devices=jax.device_count(),
                              known_datasets=pipeline.known_datasets(config))
   mesh = sharding.make_mesh(config.mesh)

@@ -23,12 +23,21 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
         learning_rate=0.0, momentum=config.get('momentum', 0.9) or None,
         nesterov=config.get('nesterov', False))
   if name == 'adamw':
-    # Biases, LayerNorm scales and position embeddings (ndim < 2) are not decayed.
-    return optax.inject_hyperparams(optax.adamw)(
+    # `mask` is static: inject_hyperparams would otherwise call it as a schedule of the step count.
+    return optax.inject_hyperparams(optax.adamw, static_args=('mask',))(
         learning_rate=0.0, b1=config.get('b1', 0.9), b2=config.get('b2', 0.999),
-        weight_decay=config.get('weight_decay', 0.0),
-        mask=lambda params: jax.tree.map(lambda p: p.ndim >= 2, params))
+        weight_decay=config.get('weight_decay', 0.0), mask=decay_mask)
   raise ValueError(f"config.optimizer.name={name!r}: expected 'sgd' or 'adamw'")
+
+
+def decay_mask(params):
+  """Weight decay on Dense and embedding kernels only, not on biases, LayerNorm, CLS or positions.
+
+  Decided by name, not by rank: scanned layers stack every leaf on a layer axis, so a rank test
+  would decay the stacked biases and LayerNorm scales too.
+  """
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: str(getattr(path[-1], 'key', path[-1])) == 'kernel', params)
 
 
 def set_learning_rate(opt_state, learning_rate: jax.Array):
@@ -37,19 +46,20 @@ def set_learning_rate(opt_state, learning_rate: jax.Array):
   return opt_state._replace(hyperparams=hyperparams)
 
 
-def learning_rate_at(step: int, *, phases: Sequence, phase_starts: Sequence[int],
+def learning_rate_at(step: int, *, phases: Sequence, schedule,
                      config: ml_collections.ConfigDict) -> float:
   """Linear warm-up then cosine decay, restarted at the start of every phase.
 
-  A phase may override `base_learning_rate` and `warmup_steps` of `config.optimizer`; the cosine
-  decays to `end_learning_rate_factor * base` at the end of the phase.
+  `schedule` is the run's data.mixture.TaskSchedule. A phase may override `base_learning_rate` and
+  `warmup_steps` of `config.optimizer`; the cosine decays to `end_learning_rate_factor * base` at the
+  end of the phase.
   """
-  phase_index = max(i for i, start in enumerate(phase_starts) if start <= step)
+  phase_index = schedule.phase_of_step(step)
   phase = phases[phase_index]
-  base = phase.get('base_learning_rate', config.base_learning_rate)
-  warmup = phase.get('warmup_steps', config.get('warmup_steps', 0))
+  base = phase['base_learning_rate'] if 'base_learning_rate' in phase else config.base_learning_rate
+  warmup = phase['warmup_steps'] if 'warmup_steps' in phase else config.get('warmup_steps', 0)
   end_factor = config.get('end_learning_rate_factor', 0.0)
-  step_in_phase = step - phase_starts[phase_index]
+  step_in_phase = step - schedule.phase_starts[phase_index]
   if step_in_phase < warmup:
     return base * (step_in_phase + 1) / warmup
   progress = (step_in_phase - warmup) / max(1, phase['steps'] - warmup)

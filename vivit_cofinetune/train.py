@@ -1,6 +1,7 @@
 """The co-finetuning loop: one shared ViViT backbone, one head per task, one task per step."""
+import contextlib
 import functools
-import pathlib
+import math
 import time
 
 from absl import logging
@@ -72,7 +73,7 @@ def jit_train_step(backbone, task, optimizer, config: ml_collections.ConfigDict,
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains every task of the config's schedule; returns the final eval metrics per task."""
-  workdir = pathlib.Path(workdir)
+  workdir = checkpoint.resolve_path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
 
   # Config, devices, mesh
@@ -92,6 +93,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       train_sizes={n: pipeline.dataset_info(t, config.data_dir).num_train_examples
                    for n, t in config.tasks.items()})
   trained = [name for name in tasks if name in schedule.task_names]
+  for name in set(tasks) - set(trained):
+    logging.warning('config.tasks.%s is in no phase of config.schedule.phases: its head is '
+                    'evaluated as initialised, never trained', name)
 
   # Model and state
   backbone = state_lib.make_backbone(config.model)
@@ -109,7 +113,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                       schedule.batches_before(int(state.step)))
   else:
     state = evaluate.initial_state(config, backbone, tasks, optimizer, state_shardings)
-    batches_consumed = {name: 0 for name in trained}
+    batches_consumed = {}
+  # A task the checkpoint does not know (added to the config since) starts at its first batch.
+  batches_consumed = {name: batches_consumed.get(name, 0) for name in trained}
+  if jax.process_index() == 0:
+    (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2) + '\n')
   start_step = int(state.step)
   trainable = optim.trainable_mask(state.params, config.get('init_from', {}).get('freeze', ()))
 
@@ -128,7 +136,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   total_steps = schedule.num_steps
   progress = Progress(total_steps)
   learning_rate_at = functools.partial(optim.learning_rate_at, phases=config.schedule.phases,
-                                       phase_starts=schedule.phase_starts, config=config.optimizer)
+                                       schedule=schedule, config=config.optimizer)
   results = {}
   for step in range(start_step, total_steps):
     name = schedule.task_of_step(step)
@@ -143,11 +151,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       writer.write_scalars(done, dict(progress.report(done),
                                       **{'train/learning_rate': learning_rate_at(step)}))
     if done % config.eval_every == 0 or done == total_steps:
-      results, images = evaluator.evaluate(state.params, step=done, output_dir=workdir / 'eval')
+      with progress.paused():
+        results, images = evaluator.evaluate(state.params, step=done, output_dir=workdir / 'eval')
       writer.write_scalars(done, evaluate.flatten_for_summary(results))
       writer.write_images(done, images)
     if done % config.checkpoint_every == 0 or done == total_steps:
-      checkpoint.save(manager, done, state, batches_consumed)
+      with progress.paused():
+        checkpoint.save(manager, done, state, batches_consumed)
 
   if not results:  # Resumed at the very end: evaluate what was restored.
     results, _ = evaluator.evaluate(state.params, step=total_steps, output_dir=workdir / 'eval')
@@ -178,17 +188,31 @@ class Progress:
     self.sums[task_name] = metrics if previous is None else jax.tree.map(jnp.add, previous, metrics)
     self.counts[task_name] = self.counts.get(task_name, 0) + 1
 
+  @contextlib.contextmanager
+  def paused(self):
+    """Leaves the time spent inside (evaluation, checkpointing) out of steps/s and the ETA."""
+    start = time.monotonic()
+    yield
+    self.window_start += time.monotonic() - start
+
   def report(self, step: int) -> dict[str, float]:
-    """Scalars of the window since the previous report; logs the progress line and resets."""
+    """Scalars of the window since the previous report; logs the progress line and resets.
+
+    Stops the run on a non-finite loss, before a checkpoint could keep the broken state.
+    """
     scalars = {f'train/{task}/{key}': float(value) / self.counts[task]
                for task, sums in self.sums.items() for key, value in sums.items()}
+    for task in self.sums:
+      if not math.isfinite(scalars[f'train/{task}/loss']):
+        raise FloatingPointError(f'task {task}: training loss is {scalars[f"train/{task}/loss"]} '
+                                 f'at step {step}; lower the learning rate or check the data')
     elapsed = max(time.monotonic() - self.window_start, 1e-9)
     steps_per_sec = self.window_steps / elapsed
     clips_per_sec = self.window_clips / elapsed
-    eta = (self.total_steps - step) / max(steps_per_sec, 1e-9)
+    eta = int((self.total_steps - step) / max(steps_per_sec, 1e-9))
+    eta_text = f'{eta // 86400}d ' * (eta >= 86400) + time.strftime('%H:%M:%S', time.gmtime(eta))
     losses = ' '.join(f'{task}={scalars[f"train/{task}/loss"]:.3f}' for task in sorted(self.sums))
     logging.info('step %d/%d | %.2f steps/s | %.1f clips/s | ETA %s | loss %s', step,
-                 self.total_steps, steps_per_sec, clips_per_sec,
-                 time.strftime('%H:%M:%S', time.gmtime(eta)), losses)
+                 self.total_steps, steps_per_sec, clips_per_sec, eta_text, losses)
     self._reset()
     return dict(scalars, steps_per_sec=steps_per_sec, clips_per_sec=clips_per_sec)

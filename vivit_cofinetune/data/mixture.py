@@ -1,8 +1,8 @@
 """Which task each training step trains: the co-finetuning schedule.
 
-A phase of N steps with task weights w_t becomes a multiset holding round(N * w_t / sum(w)) copies of
-each task (largest-remainder rounding, so the counts add up to N), shuffled with a seed derived from
-(seed, phase index). With 'steps' weights this is the paper's recipe: each dataset gets exactly the
+A phase of N steps with task weights w_t becomes a multiset holding N * w_t / sum(w) copies of each
+task, rounded down and the remaining steps given to the largest remainders (so the counts add up to
+N), shuffled with a seed derived from (seed, phase index). With 'steps' weights this is the paper's recipe: each dataset gets exactly the
 number of steps it would get in the transfer-learning schedule, in a random order. The task of step s
 is therefore a pure function of (seed, phase, s), and a restarted run sees the same tasks.
 """

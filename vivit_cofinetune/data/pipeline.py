@@ -132,7 +132,7 @@ class DatasetInfo(NamedTuple):
   num_classes: int
   class_names: list[str]
   num_train_examples: int
-  train_class_counts: list[int]  # training examples (localisation: actors) carrying each class
+  train_class_counts: list[int] | None  # actors carrying each class (localisation only)
 
 
 def dataset_info(task_config: Any, data_dir: str) -> DatasetInfo:
@@ -140,10 +140,12 @@ def dataset_info(task_config: Any, data_dir: str) -> DatasetInfo:
   settings = _settings(task_config)
   builder = _builder(settings, data_dir)
   names = _class_names(builder)
+  # Counting reads the split's labels, so only localisation, whose frequency groups need it, pays.
+  counts = (_class_counts(settings.dataset, data_dir, settings.train_split, len(names))
+            if settings.kind == 'localisation' else None)
   return DatasetInfo(num_classes=len(names), class_names=names,
                      num_train_examples=builder.info.splits[settings.train_split].num_examples,
-                     train_class_counts=_class_counts(settings.dataset, data_dir,
-                                                      settings.train_split, len(names)))
+                     train_class_counts=counts)
 
 
 @functools.lru_cache(maxsize=None)

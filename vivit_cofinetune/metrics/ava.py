@@ -48,6 +48,7 @@ import math
 from typing import Iterable, Sequence
 
 from absl import logging
+from etils import epath
 import numpy as np
 
 IOU_THRESHOLD = 0.5
@@ -352,8 +353,8 @@ def write_csv(path: str, annotations: Annotations, box_decimals: int = 3,
              _fixed_point(annotations.score, score_decimals),
              np.full((rows, 1), _NEWLINE, np.uint8)]
   characters = np.concatenate(pieces, axis=1).reshape(-1)
-  with open(path, 'wb') as file:
-    file.write(characters[characters != 0].tobytes())
+  # epath writes local files and buckets (gs://) alike.
+  epath.Path(path).write_bytes(characters[characters != 0].tobytes())
 
 
 def _fixed_point(values, decimals: int, min_digits: int = 1) -> np.ndarray:

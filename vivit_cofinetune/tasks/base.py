@@ -1,7 +1,7 @@
 """What every task kind provides to the trainer and the evaluator."""
 from collections.abc import Mapping, Sequence
-import pathlib
 
+from etils import epath
 import flax.linen as nn
 import jax
 import ml_collections
@@ -39,7 +39,7 @@ class Task:
     raise NotImplementedError
 
   def evaluate(self, outputs: Mapping[str, np.ndarray], *, video_ids: Sequence[str],
-               output_dir: pathlib.Path | None) -> dict[str, float]:
+               output_dir: epath.Path | None) -> dict[str, float]:
     """Aggregates the outputs of the whole eval split into the task's metrics."""
     raise NotImplementedError
 

@@ -3,8 +3,8 @@
 Multi-label sets (`multi_label=True`, multi-hot `label` [B, C]) use sigmoid cross-entropy and mAP.
 """
 from collections.abc import Mapping, Sequence
-import pathlib
 
+from etils import epath
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -49,7 +49,7 @@ class ClassificationTask(base.Task):
             'video_index': batch['video_index'], 'view_index': batch['view_index']}
 
   def evaluate(self, outputs: Mapping[str, np.ndarray], *, video_ids: Sequence[str],
-               output_dir: pathlib.Path | None) -> dict[str, float]:
+               output_dir: epath.Path | None) -> dict[str, float]:
     del output_dir  # Classification writes no files.
     video_scores, video_labels = classification_metrics.aggregate_views(
         outputs['logits'], outputs['label'], outputs['video_index'], outputs['mask'],
