@@ -6,7 +6,8 @@ import pathlib
 
 import ml_collections
 
-TASK_KINDS = ('classification', 'localisation')
+from vivit_cofinetune import tasks as tasks_lib
+
 # Mixture weights may be numbers or one of these rules (see data/mixture.py).
 WEIGHT_RULES = ('steps', 'size')
 
@@ -53,8 +54,9 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int,
     raise ConfigError('config.tasks: expected at least one task')
   for name, task in config.tasks.items():
     field = f'config.tasks.{name}'
-    if task.get('kind') not in TASK_KINDS:
-      raise ConfigError(f'{field}.kind={task.get("kind")!r}: expected one of {list(TASK_KINDS)}')
+    if task.get('kind') not in tasks_lib.TASK_KINDS:
+      raise ConfigError(f'{field}.kind={task.get("kind")!r}: expected one of '
+                        f'{sorted(tasks_lib.TASK_KINDS)}')
     dataset = task.get('dataset', {}).get('name')
     if not dataset:
       raise ConfigError(f'{field}.dataset.name: missing; expected a TFDS dataset name')

@@ -1,7 +1,8 @@
 """Per-task tf.data input pipelines: host-local numpy batches for training and evaluation.
 
 Records come from TFDS builders with these features:
-- classification: `video` uint8 [T, H, W, 3], `label` int, `video_id` text.
+- classification: `video` uint8 [T, H, W, 3], `label` int (or multi-hot bool [C] for multi-label
+  sets, whose class names are then in the metadata), `video_id` text.
 - localisation: `video`, `keyframe_index` int, `video_id` text, `timestamp` int, `gt_boxes` [M, 4]
   (y1, x1, y2, x2 in [0, 1]), `gt_labels` bool multi-hot [M, C], `detector_boxes` [K, 4],
   `detector_scores` [K].
@@ -250,8 +251,12 @@ def _train_example(example: dict[str, tf.Tensor], seed: tf.Tensor, settings: _Se
   video = tf.cond(flip, lambda: video_ops.flip_video(video), lambda: video)
   flip_permutation = tf.constant(flip_permutation, tf.int32)
   if settings.kind == 'classification':
-    label = tf.cast(example['label'], tf.int32)
-    label = tf.where(flip, tf.gather(flip_permutation, label), label)
+    if example['label'].shape.rank == 1:  # multi-hot [C]: a flip moves each class to its pair
+      label = tf.cast(example['label'], tf.float32)
+      label = tf.cond(flip, lambda: tf.gather(label, flip_permutation), lambda: label)
+    else:
+      label = tf.cast(example['label'], tf.int32)
+      label = tf.where(flip, tf.gather(flip_permutation, label), label)
     return {'video': video, 'label': label, 'mask': tf.constant(True)}
   boxes, keep = video_ops.crop_boxes(example['gt_boxes'], window, height, width,
                                      settings.min_box_visible)
@@ -317,8 +322,12 @@ def _eval_example(video_index: tf.Tensor, example: dict[str, tf.Tensor], setting
   video_index = tf.cast(video_index, tf.int32)
   if settings.kind == 'classification':
     num_views = settings.num_test_clips * settings.num_test_crops
+    if example['label'].shape.rank == 1:  # multi-hot [C]
+      label = tf.tile(tf.cast(example['label'], tf.float32)[None], [num_views, 1])
+    else:
+      label = tf.fill([num_views], tf.cast(example['label'], tf.int32))
     return {'video': _classification_views(example, settings, decode),
-            'label': tf.fill([num_views], tf.cast(example['label'], tf.int32)),
+            'label': label,
             'video_index': tf.fill([num_views], video_index),
             'view_index': tf.range(num_views, dtype=tf.int32),
             'mask': tf.ones([num_views], tf.bool)}
