@@ -207,6 +207,10 @@ def _read(builder: tfds.core.DatasetBuilder, split: Any, *, shuffle_seed: int | 
   """Records of `split`, by default with the video left encoded (decoded after any skipping)."""
   options = tf.data.Options()
   options.deterministic = True
+  # No autotuning model: its thread backs off to sleeping up to a minute between rounds, and
+  # destroying an iterator waits for it, so every run stalled for up to 60 s on exit. Parallel
+  # calls set to AUTOTUNE then use the host's cores.
+  options.autotune.enabled = False
   read_config = tfds.ReadConfig(options=options, try_autocache=False, shuffle_seed=shuffle_seed,
                                 shuffle_reshuffle_each_iteration=True)
   return builder.as_dataset(split=split, shuffle_files=shuffle_seed is not None,
