@@ -84,3 +84,15 @@ def test_adamw_decays_kernels_only_even_in_scanned_layers():
                        ('scale', updates['layers']['norm']['scale']),
                        ('pos_embedding', updates['pos_embedding']), ('cls', updates['cls'])):
     np.testing.assert_array_equal(update, 0.0, err_msg=name)
+
+
+def test_sgd_weight_decay_is_applied_to_kernels_only():
+  optimizer = optim.make_optimizer(ml_collections.ConfigDict(
+      dict(name='sgd', momentum=0.0, weight_decay=0.1)))
+  params = {'dense': {'kernel': jnp.array([2.0]), 'bias': jnp.array([2.0])}}
+  grads = {'dense': {'kernel': jnp.array([0.5]), 'bias': jnp.array([0.5])}}
+  opt_state = optim.set_learning_rate(optimizer.init(params), 0.1)
+  updates, _ = optimizer.update(grads, opt_state, params)
+  # -lr * (g + wd * p) on the kernel: -0.1 * (0.5 + 0.1 * 2); the bias is not decayed.
+  np.testing.assert_allclose(updates['dense']['kernel'], [-0.07], rtol=1e-6)
+  np.testing.assert_allclose(updates['dense']['bias'], [-0.05], rtol=1e-6)

@@ -19,15 +19,21 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
   """`config.optimizer` -> optax transformation whose learning rate is set per step."""
   name = config.get('name', 'sgd')
   if name == 'sgd':
-    return optax.inject_hyperparams(optax.sgd)(
+    return optax.inject_hyperparams(_sgd)(
         learning_rate=0.0, momentum=config.get('momentum', 0.9) or None,
-        nesterov=config.get('nesterov', False))
+        nesterov=config.get('nesterov', False), weight_decay=config.get('weight_decay', 0.0))
   if name == 'adamw':
     # `mask` is static: inject_hyperparams would otherwise call it as a schedule of the step count.
     return optax.inject_hyperparams(optax.adamw, static_args=('mask',))(
         learning_rate=0.0, b1=config.get('b1', 0.9), b2=config.get('b2', 0.999),
         weight_decay=config.get('weight_decay', 0.0), mask=decay_mask)
   raise ValueError(f"config.optimizer.name={name!r}: expected 'sgd' or 'adamw'")
+
+
+def _sgd(learning_rate, momentum, nesterov, weight_decay) -> optax.GradientTransformation:
+  """SGD whose weight decay (L2 on the kernels, scaled by the learning rate) is optional."""
+  return optax.chain(optax.add_decayed_weights(weight_decay, mask=decay_mask),
+                     optax.sgd(learning_rate, momentum=momentum, nesterov=nesterov))
 
 
 def decay_mask(params):
