@@ -79,7 +79,7 @@ def test_merge_params_shape_mismatch_names_the_param_and_suggests_reinit():
 def model_parts(config):
   """(backbone, tasks, optimizer, state shardings, abstract state) of a run of `config`."""
   mesh = sharding.make_mesh(config.mesh)
-  tasks = evaluate.make_tasks(config)
+  tasks = evaluate.make_tasks(config, evaluate.dataset_infos(config))
   backbone = state_lib.make_backbone(config.model)
   optimizer = optim.make_optimizer(config.optimizer)
   abstract, shardings = evaluate.abstract_state(config, backbone, tasks, optimizer, mesh,

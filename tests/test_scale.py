@@ -81,7 +81,7 @@ def run_job(data_dir: str, workdir: str, mesh: dict) -> dict:
   workdir = pathlib.Path(workdir)
   config = scale_config(data_dir, mesh)
   mesh = sharding.make_mesh(config.mesh)
-  tasks = evaluate.make_tasks(config)
+  tasks = evaluate.make_tasks(config, evaluate.dataset_infos(config))
   backbone = state_lib.make_backbone(config.model)
   abstract, _ = evaluate.abstract_state(config, backbone, tasks, optim.make_optimizer(config.optimizer),
                                         mesh, sharding.logical_rules(config))

@@ -23,14 +23,18 @@ from vivit_cofinetune import tasks as tasks_lib
 from vivit_cofinetune.data import pipeline
 
 
-def make_tasks(config: ml_collections.ConfigDict) -> dict:
+def dataset_infos(config: ml_collections.ConfigDict) -> dict[str, pipeline.DatasetInfo]:
+  """Each task's dataset info (read once per run: it prepares the dataset and may count classes)."""
+  return {name: pipeline.dataset_info(task_config, config.data_dir)
+          for name, task_config in config.tasks.items()}
+
+
+def make_tasks(config: ml_collections.ConfigDict,
+               infos: Mapping[str, pipeline.DatasetInfo]) -> dict:
   """Every task of the config, with class names and training class counts from its dataset."""
-  tasks = {}
-  for name, task_config in config.tasks.items():
-    info = pipeline.dataset_info(task_config, config.data_dir)
-    tasks[name] = tasks_lib.make_task(name, task_config, class_names=info.class_names,
-                                      train_class_counts=info.train_class_counts)
-  return tasks
+  return {name: tasks_lib.make_task(name, task_config, class_names=infos[name].class_names,
+                                    train_class_counts=infos[name].train_class_counts)
+          for name, task_config in config.tasks.items()}
 
 
 def _clip_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int, int]:
@@ -46,15 +50,20 @@ def _max_boxes(config: ml_collections.ConfigDict) -> int:
   return max([task.get('max_boxes', 1) for task in config.tasks.values()])
 
 
-def abstract_state(config, backbone, tasks, optimizer, mesh, rules):
-  """(abstract state with shardings, state shardings) without allocating anything."""
+def _boxed_state_fn(config, backbone, tasks, optimizer):
+  """rng -> a fresh state whose params still carry their logical-axis boxes."""
   clip_shape, max_boxes = _clip_shape(config), _max_boxes(config)
 
   def boxed_state(rng):
     params = state_lib.init_params(backbone, tasks, clip_shape, rng, max_boxes)
     return state_lib.init_state(params, optimizer)
 
-  boxed = jax.eval_shape(boxed_state, jax.random.key(0))
+  return boxed_state
+
+
+def abstract_state(config, backbone, tasks, optimizer, mesh, rules):
+  """(abstract state with shardings, state shardings) without allocating anything."""
+  boxed = jax.eval_shape(_boxed_state_fn(config, backbone, tasks, optimizer), jax.random.key(0))
   shardings = sharding.state_shardings(boxed, mesh, rules)
   abstract = jax.tree.map(lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s),
                           nn.meta.unbox(boxed), shardings)
@@ -63,13 +72,9 @@ def abstract_state(config, backbone, tasks, optimizer, mesh, rules):
 
 def initial_state(config, backbone, tasks, optimizer, shardings):
   """A fresh state on the mesh, with `config.init_from` params loaded where given."""
-  clip_shape, max_boxes = _clip_shape(config), _max_boxes(config)
-
-  def fresh_state(rng):
-    params = state_lib.init_params(backbone, tasks, clip_shape, rng, max_boxes)
-    return nn.meta.unbox(state_lib.init_state(params, optimizer))
-
-  state = jax.jit(fresh_state, out_shardings=shardings)(jax.random.key(config.seed))
+  boxed_state = _boxed_state_fn(config, backbone, tasks, optimizer)
+  state = jax.jit(lambda rng: nn.meta.unbox(boxed_state(rng)),
+                  out_shardings=shardings)(jax.random.key(config.seed))
   init_from = config.get('init_from', {})
   if not init_from.get('path'):
     return state
@@ -182,7 +187,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   config_lib.validate_config(config, num_devices=jax.device_count(),
                              known_datasets=pipeline.known_datasets(config))
   mesh = sharding.make_mesh(config.mesh)
-  tasks = make_tasks(config)
+  tasks = make_tasks(config, dataset_infos(config))
   backbone = state_lib.make_backbone(config.model)
   optimizer = optim.make_optimizer(config.optimizer)
   abstract, shardings = abstract_state(config, backbone, tasks, optimizer, mesh,

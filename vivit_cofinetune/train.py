@@ -86,12 +86,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                jax.process_count())
 
   # Tasks and schedule
-  tasks = evaluate.make_tasks(config)
+  infos = evaluate.dataset_infos(config)
+  tasks = evaluate.make_tasks(config, infos)
   schedule = mixture.task_schedule(
       config.schedule.phases, seed=config.seed,
       transfer_steps={n: t.get('transfer_steps', 0) for n, t in config.tasks.items()},
-      train_sizes={n: pipeline.dataset_info(t, config.data_dir).num_train_examples
-                   for n, t in config.tasks.items()})
+      train_sizes={n: info.num_train_examples for n, info in infos.items()})
   trained = [name for name in tasks if name in schedule.task_names]
   for name in set(tasks) - set(trained):
     logging.warning('config.tasks.%s is in no phase of config.schedule.phases: its head is '
