@@ -60,7 +60,7 @@ def test_training_labels_are_multi_hot_and_swap_under_a_flip(task_config):
     # Each clip's brightness (index * 40) names it; its 'red' bit never moves, and a flip can
     # only exchange 'left' and 'right'.
     for video, label in zip(batch['video'], batch['label']):
-      index = int(round((video[0, 0, 0, 0] * 0.5 + 0.5) * 255 / 40))
+      index = int(round(video[0, 0, 0, 0] / 40))
       assert label[2] == (index % 3 == 0)
       assert sorted(label[:2]) == [0.0, 1.0]
       labels.append((index, tuple(label[:2])))

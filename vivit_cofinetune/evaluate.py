@@ -33,7 +33,9 @@ def make_tasks(config: ml_collections.ConfigDict,
                infos: Mapping[str, pipeline.DatasetInfo]) -> dict:
   """Every task of the config, with class names and training class counts from its dataset."""
   return {name: tasks_lib.make_task(name, task_config, class_names=infos[name].class_names,
-                                    train_class_counts=infos[name].train_class_counts)
+                                    train_class_counts=infos[name].train_class_counts,
+                                    class_ids=infos[name].class_ids,
+                                    evaluation_files=infos[name].evaluation_files)
           for name, task_config in config.tasks.items()}
 
 
@@ -109,7 +111,8 @@ class Evaluator:
   @staticmethod
   def _make_eval_step(backbone, task):
     def eval_step(params, batch):
-      tokens, cls_token = backbone.apply({'params': params['backbone']}, batch['video'], train=False)
+      tokens, cls_token = backbone.apply({'params': params['backbone']},
+                                         task.model_input(batch['video']), train=False)
       logits = task.head.apply({'params': params['heads'][task.name]},
                                *task.head_args(tokens, cls_token, batch), train=False)
       return task.eval_outputs(logits, batch)
@@ -126,7 +129,7 @@ class Evaluator:
         outputs.append(sharding.gather_to_host(self.steps[name](params, sharding.put_batch(
             batch, self.mesh))))
         if examples is None:
-          examples = self._first_examples(batch, outputs[0], self.config.tasks[name].input)
+          examples = self._first_examples(batch, outputs[0])
       outputs = {key: np.concatenate([out[key] for out in outputs]) for key in outputs[0]}
       task_dir = output_dir / f'step_{step}' if output_dir and jax.process_index() == 0 else None
       results[name] = task.evaluate(outputs, video_ids=eval_input.video_ids, output_dir=task_dir)
@@ -136,16 +139,14 @@ class Evaluator:
     return results, images
 
   @staticmethod
-  def _first_examples(batch, outputs, input_config, count: int = 4) -> dict[str, np.ndarray]:
-    """The first real examples of an eval batch with their centre frames, un-normalised to [0, 1].
+  def _first_examples(batch, outputs, count: int = 4) -> dict[str, np.ndarray]:
+    """The first real examples of an eval batch with their centre frames (uint8 pixels) in [0, 1].
 
     The first rows of the gathered outputs are this host's first rows (process 0 comes first).
     """
     count = min(count, int(batch['mask'].sum()))
     video = batch['video'][:count]
-    mean, std = (np.asarray(input_config.get(key, pipeline.INPUT_DEFAULTS[key]))
-                 for key in ('mean', 'std'))
-    frames = video[:, video.shape[1] // 2] * std + mean
+    frames = video[:, video.shape[1] // 2] / 255.0
     return dict({key: value[:count] for key, value in outputs.items()}, keyframe=frames)
 
 

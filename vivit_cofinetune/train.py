@@ -30,7 +30,8 @@ def make_train_step(backbone, task, optimizer, config: ml_collections.ConfigDict
     backbone_rng, head_rng = jax.random.split(rng)
 
     def loss_fn(params):
-      tokens, cls_token = backbone.apply({'params': params['backbone']}, batch['video'], train=True,
+      tokens, cls_token = backbone.apply({'params': params['backbone']},
+                                         task.model_input(batch['video']), train=True,
                                          rngs={'dropout': backbone_rng})
       logits = task.head.apply({'params': params['head']}, *task.head_args(tokens, cls_token, batch),
                                train=True, rngs={'dropout': head_rng})

@@ -1,26 +1,34 @@
 """Per-task tf.data input pipelines: host-local numpy batches for training and evaluation.
 
 Records come from TFDS builders with these features:
-- classification: `video` uint8 [T, H, W, 3], `label` int (or multi-hot bool [C] for multi-label
-  sets, whose class names are then in the metadata), `video_id` text.
+- classification: `video`, `label` int (or multi-hot bool [C] for multi-label sets, whose class names
+  are then in the metadata), `video_id` text.
 - localisation: `video`, `keyframe_index` int, `video_id` text, `timestamp` int, `gt_boxes` [M, 4]
   (y1, x1, y2, x2 in [0, 1]), `gt_labels` bool multi-hot [M, C], `detector_boxes` [K, 4],
   `detector_scores` [K].
-Batches follow the data contract of DESIGN.md. Training is deterministic given (seed, dataset, host):
-every example's augmentation is seeded from its ordinal in the host's example stream, so resuming at
-batch n (skipping undecoded records) reproduces the uninterrupted stream exactly.
+`video` is either a sequence of JPEG-encoded frames (the release builders; only the sampled frames are
+decoded, and only their crop) or a uint8 tensor [T, H, W, 3] (the synthetic sets).
+Batches follow the data contract of DESIGN.md, except that `video` stays uint8 on the host: the
+compiled step normalises it on the device (a quarter of the bytes to move). Training is deterministic
+given (seed, dataset, host): every example's augmentation is seeded from its ordinal in the host's
+example stream, so resuming at batch n (skipping undecoded records) reproduces the uninterrupted stream
+exactly.
 """
 import dataclasses
 import functools
 import math
+import os
 from typing import Any, Callable, Iterator, NamedTuple
 
+from absl import logging
+from etils import epath
 import jax
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from vivit_cofinetune.data import video_ops
+from vivit_cofinetune.data.builders import ava as ava_builders
 from vivit_cofinetune.data.builders import synthetic
 
 # The input pipeline runs on the host's CPUs; the accelerators belong to JAX.
@@ -31,7 +39,9 @@ Batch = dict[str, np.ndarray]
 # Defaults of the optional fields of config.tasks.<name>.input.
 INPUT_DEFAULTS = dict(min_crop_area=0.3, max_crop_area=1.0, flip=True, num_test_clips=1,
                       num_test_crops=1, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-                      shuffle_buffer=1024, temporal_jitter=None, min_box_visible=0.25)
+                      shuffle_buffer=1024, temporal_jitter=None, min_box_visible=0.25,
+                      detector_score_threshold=0.8, eval_resize='letterbox')
+_EVAL_RESIZES = ('letterbox', 'stretch')
 _KINDS = ('classification', 'localisation')
 # Builders that render their data on first use (nothing to download or prepare by hand).
 _RENDERED_BUILDERS = (synthetic.SyntheticActionsCls, synthetic.SyntheticActionsLoc)
@@ -62,6 +72,8 @@ class _Settings:
   shuffle_buffer: int
   temporal_jitter: int
   min_box_visible: float
+  detector_score_threshold: float
+  eval_resize: str
 
 
 def _settings(task_config: Any) -> _Settings:
@@ -107,7 +119,15 @@ def _settings(task_config: Any) -> _Settings:
       mean=tuple(optional['mean']), std=tuple(optional['std']),
       shuffle_buffer=int(optional['shuffle_buffer']),
       temporal_jitter=int(optional['temporal_jitter']),
-      min_box_visible=float(optional['min_box_visible']))
+      min_box_visible=float(optional['min_box_visible']),
+      detector_score_threshold=float(optional['detector_score_threshold']),
+      eval_resize=_choice(optional['eval_resize'], _EVAL_RESIZES, f'{where}.input.eval_resize'))
+
+
+def _choice(value: str, choices: tuple[str, ...], field: str) -> str:
+  if value not in choices:
+    raise ValueError(f'{field}={value!r}: expected one of {choices}')
+  return value
 
 
 def _builder(settings: _Settings, data_dir: str) -> tfds.core.DatasetBuilder:
@@ -128,25 +148,49 @@ def _class_names(builder: tfds.core.DatasetBuilder) -> list[str]:
   return list(builder.info.features['label'].names)
 
 
+def _split_metadata(builder: tfds.core.DatasetBuilder, split: str) -> dict[str, Any]:
+  """What the builder wrote about a whole split at build time ({} for a slice like 'train[:10%]')."""
+  if '[' in split:
+    return {}
+  return dict(builder.info.metadata.get('splits', {}).get(split, {}))
+
+
 class DatasetInfo(NamedTuple):
   """What configs and tasks need to know about a task's dataset."""
   num_classes: int
   class_names: list[str]
   num_train_examples: int
   train_class_counts: list[int] | None  # actors carrying each class (localisation only)
+  class_ids: list[int] | None = None  # class ids as the dataset's CSVs write them (AVA: 1..80)
+  # Files stored with the dataset that evaluation scores against: 'groundtruth', 'exclusions'.
+  evaluation_files: dict[str, str] | None = None
 
 
 def dataset_info(task_config: Any, data_dir: str) -> DatasetInfo:
-  """Classes and training-set sizes of the task's dataset (prepares it if needed)."""
+  """Classes, training-set sizes and evaluation files of the task's dataset (prepares it if needed).
+
+  Release builders store all of it at build time; only the synthetic sets' class counts are counted
+  here, by reading the split's labels.
+  """
   settings = _settings(task_config)
   builder = _builder(settings, data_dir)
   names = _class_names(builder)
-  # Counting reads the split's labels, so only localisation, whose frequency groups need it, pays.
-  counts = (_class_counts(settings.dataset, data_dir, settings.train_split, len(names))
-            if settings.kind == 'localisation' else None)
+  counts = None
+  if settings.kind == 'localisation':
+    counts = _split_metadata(builder, settings.train_split).get('class_counts') or _class_counts(
+        settings.dataset, data_dir, settings.train_split, len(names))
+  evaluation_files = {}
+  eval_split = settings.eval_split.partition('[')[0]
+  for key, template in (('groundtruth', ava_builders.GROUNDTRUTH_FILE),
+                        ('exclusions', ava_builders.EXCLUSIONS_FILE)):
+    path = epath.Path(builder.data_dir) / template.format(split=eval_split)
+    if path.exists():
+      evaluation_files[key] = os.fspath(path)
+  class_ids = builder.info.metadata.get('class_ids')
   return DatasetInfo(num_classes=len(names), class_names=names,
                      num_train_examples=builder.info.splits[settings.train_split].num_examples,
-                     train_class_counts=counts)
+                     train_class_counts=counts, class_ids=list(class_ids) if class_ids else None,
+                     evaluation_files=evaluation_files or None)
 
 
 @functools.lru_cache(maxsize=None)
@@ -177,6 +221,12 @@ def known_datasets(config: Any) -> dict[str, bool]:
   return known
 
 
+def _flips(builder: tfds.core.DatasetBuilder, settings: '_Settings') -> bool:
+  """Whether training flips clips: the config asks, and the dataset's classes are mirror-symmetric
+  (Something-Something's "from left to right" are not: its metadata says so)."""
+  return settings.flip and builder.info.metadata.get('mirror_symmetric', True)
+
+
 def _flip_permutation(builder: tfds.core.DatasetBuilder) -> list[int]:
   """Class c of a flipped clip is class permutation[c]: datasets may name left/right pairs to swap."""
   names = _class_names(builder)
@@ -185,6 +235,37 @@ def _flip_permutation(builder: tfds.core.DatasetBuilder) -> list[int]:
     left, right = (names.index(name) for name in pair)
     permutation[left], permutation[right] = right, left
   return permutation
+
+
+class _FrameReader(NamedTuple):
+  """How a dataset stores its frames: open a record's video, its (T, H, W), and read cropped frames.
+
+  read(video, indices, window) -> uint8 [len(indices), h, w, 3] for the pixel window (y0, x0, h, w).
+  """
+  open: Callable[[tf.Tensor], tf.Tensor]
+  size: Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor, tf.Tensor]]
+  read: Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tf.Tensor]
+
+
+def _frame_reader(builder: tfds.core.DatasetBuilder) -> _FrameReader:
+  feature = builder.info.features['video']
+  if isinstance(feature, tfds.features.Sequence):
+    # JPEG frames: only the sampled frames are decoded, and of those only the crop window.
+    def jpeg_size(frames):
+      shape = tf.image.extract_jpeg_shape(frames[0])
+      return tf.shape(frames)[0], shape[0], shape[1]
+
+    def jpeg_read(frames, indices, window):
+      return tf.map_fn(lambda frame: tf.image.decode_and_crop_jpeg(frame, window, channels=3),
+                       tf.gather(frames, indices),
+                       fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
+
+    return _FrameReader(open=lambda frames: frames, size=jpeg_size, read=jpeg_read)
+  # A uint8 tensor (the synthetic sets, a few KB a clip) is decoded whole.
+  return _FrameReader(
+      open=feature.decode_example,
+      size=lambda video: (tf.shape(video)[0], tf.shape(video)[1], tf.shape(video)[2]),
+      read=lambda video, indices, window: video_ops.crop_video(tf.gather(video, indices), window))
 
 
 def _check_num_classes(settings: _Settings, builder: tfds.core.DatasetBuilder) -> None:
@@ -208,8 +289,8 @@ def _read(builder: tfds.core.DatasetBuilder, split: Any, *, shuffle_seed: int | 
   options = tf.data.Options()
   options.deterministic = True
   # No autotuning model: its thread backs off to sleeping up to a minute between rounds, and
-  # destroying an iterator waits for it, so every run stalled for up to 60 s on exit. Parallel
-  # calls set to AUTOTUNE then use the host's cores.
+  # destroying an iterator waits for it, so every run stalled for up to 60 s on exit. The maps
+  # use the host's cores instead (_parallel_calls).
   options.autotune.enabled = False
   read_config = tfds.ReadConfig(options=options, try_autocache=False, shuffle_seed=shuffle_seed,
                                 shuffle_reshuffle_each_iteration=True)
@@ -227,17 +308,21 @@ def _pad_rows(values: tf.Tensor, rows: int) -> tf.Tensor:
 
 
 def _to_crop(video: tf.Tensor, settings: _Settings) -> tf.Tensor:
-  """Resized and normalised video float32 [T, crop, crop, 3]."""
-  return video_ops.normalise(video_ops.resize(video, settings.crop_size), settings.mean, settings.std)
+  """Video uint8 [T, crop, crop, 3], bilinearly resized (normalised later, on the device)."""
+  return _round_to_uint8(video_ops.resize(video, settings.crop_size))
+
+
+def _round_to_uint8(video: tf.Tensor) -> tf.Tensor:
+  return tf.cast(tf.round(tf.clip_by_value(video, 0.0, 255.0)), tf.uint8)
 
 
 def _train_example(example: dict[str, tf.Tensor], seed: tf.Tensor, settings: _Settings,
-                   decode: Callable[[tf.Tensor], tf.Tensor],
+                   reader: _FrameReader, flips: bool,
                    flip_permutation: list[int]) -> dict[str, tf.Tensor]:
   """One augmented training example of either task kind; a flip also swaps left/right classes."""
   time_seed, crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
-  video = decode(example['video'])
-  length, height, width = tf.shape(video)[0], tf.shape(video)[1], tf.shape(video)[2]
+  video = reader.open(example['video'])
+  length, height, width = reader.size(video)
   if settings.kind == 'classification':
     start = video_ops.random_clip_start(time_seed, length, settings.num_frames, settings.frame_stride)
     pad_mode = 'loop'
@@ -249,9 +334,8 @@ def _train_example(example: dict[str, tf.Tensor], seed: tf.Tensor, settings: _Se
   indices = video_ops.clip_indices(length, start, settings.num_frames, settings.frame_stride, pad_mode)
   window = video_ops.random_crop_window(crop_seed, height, width,
                                         (settings.min_crop_area, settings.max_crop_area))
-  video = video_ops.crop_video(tf.gather(video, indices), window)
-  video = _to_crop(video, settings)
-  flip = video_ops.random_flip(flip_seed) if settings.flip else tf.constant(False)
+  video = _to_crop(reader.read(video, indices, window), settings)
+  flip = video_ops.random_flip(flip_seed) if flips else tf.constant(False)
   video = tf.cond(flip, lambda: video_ops.flip_video(video), lambda: video)
   flip_permutation = tf.constant(flip_permutation, tf.int32)
   if settings.kind == 'classification':
@@ -273,6 +357,25 @@ def _train_example(example: dict[str, tf.Tensor], seed: tf.Tensor, settings: _Se
           'labels': _pad_rows(labels, settings.max_boxes)}
 
 
+def _parallel_calls() -> int:
+  """tf.data map parallelism: the host's cores (autotuning is off, see _read)."""
+  return max(1, len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else
+             os.cpu_count() or 1)
+
+
+def _log_crowded_keyframes(builder: tfds.core.DatasetBuilder, settings: _Settings) -> None:
+  """Says how many training keyframes hold more people than max_boxes (their extra boxes are cut)."""
+  people = _split_metadata(builder, settings.train_split).get('people_per_keyframe')
+  if settings.kind != 'localisation' or not people:
+    return
+  crowded = sum(people[settings.max_boxes + 1:])
+  if crowded:
+    logging.warning('config.tasks.%s: %d of %d training keyframes have more than max_boxes=%d '
+                    'people (up to %d); training sees only the first %d boxes of each.',
+                    settings.task, crowded, sum(people), settings.max_boxes, len(people) - 1,
+                    settings.max_boxes)
+
+
 def train_iterator(task_config: Any, *, data_dir: str, seed: int,
                    start_batch: int = 0) -> Iterator[Batch]:
   """Infinite iterator of this host's training batches, starting at batch `start_batch`.
@@ -282,6 +385,7 @@ def train_iterator(task_config: Any, *, data_dir: str, seed: int,
   settings = _settings(task_config)
   builder = _builder(settings, data_dir)
   _check_num_classes(settings, builder)
+  _log_crowded_keyframes(builder, settings)
   host_batch = _host_batch_size(settings.batch_size, 'batch_size', settings)
   host_seed = int(np.random.SeedSequence([seed, jax.process_index()]).generate_state(1)[0] >> 1)
   split = tfds.split_for_jax_process(settings.train_split)
@@ -290,23 +394,23 @@ def train_iterator(task_config: Any, *, data_dir: str, seed: int,
   records = records.repeat().enumerate()
   # Skipping before decoding keeps a resume cheap; ordinals (hence augmentations) are unchanged.
   records = records.skip(start_batch * host_batch)
-  decode = builder.info.features['video'].decode_example
-  flip_permutation = _flip_permutation(builder)
+  reader = _frame_reader(builder)
+  flips, flip_permutation = _flips(builder, settings), _flip_permutation(builder)
 
   def preprocess(ordinal, example):
     example_seed = tf.stack([tf.constant(host_seed, tf.int64), ordinal])
-    return _train_example(example, example_seed, settings, decode, flip_permutation)
+    return _train_example(example, example_seed, settings, reader, flips, flip_permutation)
 
-  batches = records.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  batches = records.map(preprocess, num_parallel_calls=_parallel_calls(), deterministic=True)
   batches = batches.batch(host_batch, drop_remainder=True).prefetch(2)
   return batches.as_numpy_iterator()
 
 
 def _classification_views(example: dict[str, tf.Tensor], settings: _Settings,
-                          decode: Callable[[tf.Tensor], tf.Tensor]) -> tf.Tensor:
+                          reader: _FrameReader) -> tf.Tensor:
   """The evaluation views [clips * crops, T, crop, crop, 3] of one video, clip-major."""
-  video = decode(example['video'])
-  length, height, width = tf.shape(video)[0], tf.shape(video)[1], tf.shape(video)[2]
+  video = reader.open(example['video'])
+  length, height, width = reader.size(video)
   starts = video_ops.evenly_spaced_clip_starts(length, settings.num_frames, settings.frame_stride,
                                                settings.num_test_clips)
   windows = video_ops.spatial_crop_windows(height, width, settings.num_test_crops)
@@ -314,15 +418,32 @@ def _classification_views(example: dict[str, tf.Tensor], settings: _Settings,
   for clip in range(settings.num_test_clips):
     indices = video_ops.clip_indices(length, starts[clip], settings.num_frames,
                                      settings.frame_stride, 'loop')
-    frames = tf.gather(video, indices)
     for crop in range(settings.num_test_crops):
-      views.append(_to_crop(video_ops.crop_video(frames, windows[crop]), settings))
+      views.append(_to_crop(reader.read(video, indices, windows[crop]), settings))
   return tf.stack(views)
 
 
+def _eval_frames(frames: tf.Tensor, settings: _Settings) -> tuple[tf.Tensor, tf.Tensor]:
+  """Whole eval frames at the model's input size, and where the picture lies on them.
+
+  'letterbox' keeps the aspect ratio (the long side fits, the rest is the mean colour, which the
+  device normalises to 0); 'stretch' resizes to the square. The placement [4] (y0, x0, h, w) in [0, 1]
+  maps frame boxes onto the model input.
+  """
+  if settings.eval_resize == 'stretch':
+    return _to_crop(frames, settings), tf.constant([0.0, 0.0, 1.0, 1.0])
+  pad_value = tuple(255.0 * value for value in settings.mean)
+  video, placement = video_ops.letterbox(frames, settings.crop_size, pad_value)
+  return _round_to_uint8(video), placement
+
+
 def _eval_example(video_index: tf.Tensor, example: dict[str, tf.Tensor], settings: _Settings,
-                  decode: Callable[[tf.Tensor], tf.Tensor]) -> dict[str, tf.Tensor]:
-  """One evaluation example; classification examples carry a leading view axis [V, ...]."""
+                  reader: _FrameReader, eval_boxes: int) -> dict[str, tf.Tensor]:
+  """One evaluation example; classification examples carry a leading view axis [V, ...].
+
+  Localisation keeps every detection above the score threshold (eval_boxes is the most any keyframe
+  of the split has): `boxes` on the model input, `frame_boxes` on the original frame for the CSV.
+  """
   video_index = tf.cast(video_index, tf.int32)
   if settings.kind == 'classification':
     num_views = settings.num_test_clips * settings.num_test_crops
@@ -330,30 +451,33 @@ def _eval_example(video_index: tf.Tensor, example: dict[str, tf.Tensor], setting
       label = tf.tile(tf.cast(example['label'], tf.float32)[None], [num_views, 1])
     else:
       label = tf.fill([num_views], tf.cast(example['label'], tf.int32))
-    return {'video': _classification_views(example, settings, decode),
+    return {'video': _classification_views(example, settings, reader),
             'label': label,
             'video_index': tf.fill([num_views], video_index),
             'view_index': tf.range(num_views, dtype=tf.int32),
             'mask': tf.ones([num_views], tf.bool)}
-  video = decode(example['video'])
+  video = reader.open(example['video'])
+  length, height, width = reader.size(video)
   start = video_ops.keyframe_clip_start(example['keyframe_index'], settings.num_frames,
                                         settings.frame_stride)
-  indices = video_ops.clip_indices(tf.shape(video)[0], start, settings.num_frames,
-                                   settings.frame_stride, 'clamp')
-  # The whole frame is resized (no crop) so that no detection is cut off; boxes stay as they are.
-  video = _to_crop(tf.gather(video, indices), settings)
-  order = tf.argsort(example['detector_scores'], direction='DESCENDING', stable=True)
-  detector_boxes = tf.gather(example['detector_boxes'], order)
-  detector_scores = tf.gather(example['detector_scores'], order)
-  max_boxes = settings.max_boxes
+  indices = video_ops.clip_indices(length, start, settings.num_frames, settings.frame_stride, 'clamp')
+  # The whole frame goes in (no crop), so that no detection is cut off.
+  video, placement = _eval_frames(reader.read(video, indices, tf.stack([0, 0, height, width])),
+                                  settings)
+  confident = example['detector_scores'] >= settings.detector_score_threshold
+  scores = tf.boolean_mask(example['detector_scores'], confident)
+  order = tf.argsort(scores, direction='DESCENDING', stable=True)
+  frame_boxes = tf.gather(tf.boolean_mask(example['detector_boxes'], confident), order)
+  scores = tf.gather(scores, order)
   return {'video': video, 'mask': tf.constant(True), 'video_index': video_index,
           'timestamp': tf.cast(example['timestamp'], tf.int32),
-          'boxes': _pad_rows(detector_boxes, max_boxes),
-          'box_mask': _pad_rows(tf.ones_like(detector_scores, tf.bool), max_boxes),
-          'box_scores': _pad_rows(detector_scores, max_boxes),
-          'gt_boxes': _pad_rows(example['gt_boxes'], max_boxes),
-          'gt_box_mask': _pad_rows(tf.ones(tf.shape(example['gt_boxes'])[:1], tf.bool), max_boxes),
-          'gt_labels': _pad_rows(tf.cast(example['gt_labels'], tf.float32), max_boxes)}
+          'boxes': _pad_rows(video_ops.place_boxes(frame_boxes, placement), eval_boxes),
+          'frame_boxes': _pad_rows(frame_boxes, eval_boxes),
+          'box_mask': _pad_rows(tf.ones_like(scores, tf.bool), eval_boxes),
+          'box_scores': _pad_rows(scores, eval_boxes),
+          'gt_boxes': _pad_rows(example['gt_boxes'], eval_boxes),
+          'gt_box_mask': _pad_rows(tf.ones(tf.shape(example['gt_boxes'])[:1], tf.bool), eval_boxes),
+          'gt_labels': _pad_rows(tf.cast(example['gt_labels'], tf.float32), eval_boxes)}
 
 
 def _padding_example(element_spec: dict[str, tf.TensorSpec]) -> dict[str, tf.Tensor]:
@@ -382,6 +506,13 @@ class EvalInput:
     return self._read_video_ids()
 
 
+def _eval_boxes(builder: tfds.core.DatasetBuilder, settings: _Settings) -> int:
+  """Box rows per eval example: enough for every detection and person of any keyframe of the split."""
+  stored = _split_metadata(builder, settings.eval_split)
+  people = len(stored.get('people_per_keyframe', [])) - 1
+  return max(settings.max_boxes, stored.get('max_detections', 0), people)
+
+
 def eval_input(task_config: Any, *, data_dir: str) -> EvalInput:
   """The task's evaluation input: every example once (classification: once per view), padded."""
   settings = _settings(task_config)
@@ -395,12 +526,14 @@ def eval_input(task_config: Any, *, data_dir: str) -> EvalInput:
   host = jax.process_index()
   # Host shards are contiguous and in file order, so a global index is the host's offset plus ordinal.
   offset = sum(sizes[:host])
-  decode = builder.info.features['video'].decode_example
+  reader = _frame_reader(builder)
+  eval_boxes = _eval_boxes(builder, settings)
 
   def batches() -> Iterator[Batch]:
     records = _read(builder, host_splits[host], shuffle_seed=None).enumerate(start=offset)
-    examples = records.map(lambda index, example: _eval_example(index, example, settings, decode),
-                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    examples = records.map(
+        lambda index, example: _eval_example(index, example, settings, reader, eval_boxes),
+        num_parallel_calls=_parallel_calls(), deterministic=True)
     if settings.kind == 'classification':
       examples = examples.unbatch()
     padding = tf.data.Dataset.from_tensors(_padding_example(examples.element_spec)).repeat()
@@ -408,7 +541,11 @@ def eval_input(task_config: Any, *, data_dir: str) -> EvalInput:
     return padded.batch(host_batch, drop_remainder=True).prefetch(2).as_numpy_iterator()
 
   def read_video_ids() -> list[str]:
-    # Read host by host, exactly as batches() does, so that indices agree however files interleave.
+    # The release builders store them in example order; others are read host by host, exactly as
+    # batches() reads, so that indices agree however files interleave.
+    stored = _split_metadata(builder, settings.eval_split).get('example_video_ids')
+    if stored is not None:
+      return list(stored)
     only_ids = tfds.decode.PartialDecoding({'video_id': True})
     return [example['video_id'].decode() for split in host_splits
             for example in _read(builder, split, shuffle_seed=None,

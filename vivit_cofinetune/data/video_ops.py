@@ -147,6 +147,34 @@ def resize(video: tf.Tensor, size: int) -> tf.Tensor:
   return tf.image.resize(tf.cast(video, tf.float32), (size, size), method='bilinear', antialias=False)
 
 
+def letterbox(video: tf.Tensor, size: int, pad_value: Sequence[float]
+              ) -> tuple[tf.Tensor, tf.Tensor]:
+  """Fits video [T, H, W, C] into [T, size, size, C] keeping its aspect ratio, centred, padded.
+
+  The long side becomes `size` (bilinear); the rest is `pad_value` per channel. Returns (video float32,
+  placement [4] float32): the picture's (y0, x0, h, w) on the square in [0, 1] units.
+  """
+  height = tf.cast(tf.shape(video)[1], tf.float32)
+  width = tf.cast(tf.shape(video)[2], tf.float32)
+  scale = size / tf.maximum(height, width)
+  new_height = tf.clip_by_value(tf.cast(tf.round(height * scale), tf.int32), 1, size)
+  new_width = tf.clip_by_value(tf.cast(tf.round(width * scale), tf.int32), 1, size)
+  top, left = (size - new_height) // 2, (size - new_width) // 2
+  resized = tf.image.resize(tf.cast(video, tf.float32), tf.stack([new_height, new_width]),
+                            method='bilinear', antialias=False)
+  pad_value = tf.constant(pad_value, tf.float32)
+  canvas = tf.image.pad_to_bounding_box(resized - pad_value, top, left, size, size) + pad_value
+  placement = tf.cast(tf.stack([top, left, new_height, new_width]), tf.float32) / size
+  return canvas, placement
+
+
+def place_boxes(boxes: tf.Tensor, placement: tf.Tensor) -> tf.Tensor:
+  """Maps boxes [N, 4] (y1, x1, y2, x2) of a picture to the canvas it was placed on (letterbox)."""
+  offset = tf.concat([placement[:2], placement[:2]], axis=0)
+  extent = tf.concat([placement[2:], placement[2:]], axis=0)
+  return tf.cast(boxes, tf.float32) * extent + offset
+
+
 def normalise(video: tf.Tensor, mean: Sequence[float], std: Sequence[float]) -> tf.Tensor:
   """Maps pixel values 0..255 to ((x / 255) - mean) / std per channel; mean, std in [0, 1] units."""
   mean = tf.constant(mean, tf.float32)

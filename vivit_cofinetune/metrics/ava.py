@@ -43,6 +43,7 @@ import argparse
 import csv
 import dataclasses
 import heapq
+import io
 import json
 import math
 from typing import Iterable, Sequence
@@ -119,8 +120,7 @@ def read_labelmap(path: str) -> tuple[dict[int, str], set[int]]:
   """Reads a label map pbtxt (`item {name, id}` or `label {name, label_id}`)."""
   labelmap, name = {}, None
   try:
-    with open(path, 'r') as file:
-      lines = file.read().splitlines()
+    lines = epath.Path(path).read_text().splitlines()
   except OSError as error:
     raise OSError(f'{path}: cannot read label map ({error}).') from error
   for line_number, line in enumerate(lines, start=1):
@@ -143,8 +143,7 @@ def read_exclusions(path: str | None) -> set[tuple[str, int]]:
   if not path:
     return set()
   try:
-    with open(path, 'r', newline='') as file:
-      rows = list(csv.reader(file))
+    rows = list(csv.reader(io.StringIO(epath.Path(path).read_text(), newline='')))
   except OSError as error:
     raise OSError(f'{path}: cannot read exclusions ({error}).') from error
   excluded = set()
@@ -168,8 +167,8 @@ def read_csv(path: str, class_whitelist: Iterable[int] | None = None,
   the file and the 1-based line.
   """
   try:
-    with open(path, 'rb') as file:
-      data = np.frombuffer(file.read(), dtype=np.uint8)
+    # epath reads local files and buckets (gs://) alike.
+    data = np.frombuffer(epath.Path(path).read_bytes(), dtype=np.uint8)
   except OSError as error:
     raise OSError(f'{path}: cannot read AVA CSV ({error}).') from error
   if np.any(data == _CARRIAGE_RETURN):

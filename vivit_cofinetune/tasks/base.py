@@ -4,8 +4,11 @@ from collections.abc import Mapping, Sequence
 from etils import epath
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
+
+from vivit_cofinetune.data import pipeline
 
 
 class Task:
@@ -15,7 +18,10 @@ class Task:
 
   def __init__(self, name: str, config: ml_collections.ConfigDict, *,
                class_names: Sequence[str] | None = None,
-               train_class_counts: Sequence[int] | None = None):
+               train_class_counts: Sequence[int] | None = None,
+               class_ids: Sequence[int] | None = None,
+               evaluation_files: Mapping[str, str] | None = None):
+    """`class_ids` are the ids the dataset's files use; `evaluation_files` what evaluation reads."""
     self.name = name
     self.config = config
     self.num_classes = config.num_classes
@@ -24,6 +30,20 @@ class Task:
       raise ValueError(f'config.tasks.{name}.num_classes={self.num_classes} but the dataset has '
                        f'{len(self.class_names)} classes')
     self.train_class_counts = train_class_counts
+    self.dataset_class_ids = list(class_ids) if class_ids else None
+    self.evaluation_files = dict(evaluation_files or {})
+    inputs = config.get('input', {})
+    self._mean, self._std = (np.asarray(inputs.get(key, pipeline.INPUT_DEFAULTS[key]), np.float32)
+                             for key in ('mean', 'std'))
+
+  def model_input(self, video: jax.Array) -> jax.Array:
+    """The backbone's input: uint8 pixels [..., 3] normalised on the device with the task's mean/std.
+
+    Float clips are taken as normalised already (tools and tests that build clips by hand).
+    """
+    if video.dtype != jnp.uint8:
+      return video
+    return (video.astype(jnp.float32) / 255.0 - self._mean) / self._std
 
   def head_args(self, tokens: jax.Array, cls_token: jax.Array | None,
                 batch: Mapping[str, jax.Array]) -> tuple:

@@ -29,7 +29,8 @@ class LocalisationTask(base.Task):
         sampling_ratio=head_config.get('sampling_ratio', 2),
         dropout_rate=head_config.get('dropout_rate', 0.0))
     # Class ids as written in the CSVs; AVA numbers its classes from 1.
-    self.class_ids = list(config.get('class_ids', range(1, self.num_classes + 1)))
+    self.class_ids = list(config.get('class_ids', None) or self.dataset_class_ids or
+                          range(1, self.num_classes + 1))
     # The classes the metric averages over (AVA v2.2: trained on 80, evaluated on the official 60).
     eval_ids = config.get('eval_class_ids') or self.class_ids
     unknown = sorted(set(eval_ids) - set(self.class_ids))
@@ -38,9 +39,11 @@ class LocalisationTask(base.Task):
                        f'dataset ({self.class_ids[0]}..{self.class_ids[-1]})')
     names = dict(zip(self.class_ids, self.class_names))
     self.labelmap = {class_id: names[class_id] for class_id in eval_ids}
-    # Keyframes the official evaluation leaves out, as (video_id, second).
-    exclusions = config.get('exclusions')
+    # Keyframes the official evaluation leaves out, as (video_id, second): the config's file, else
+    # the one stored with the dataset.
+    exclusions = config.get('exclusions') or self.evaluation_files.get('exclusions')
     self.excluded_keys = ava.read_exclusions(exclusions) if exclusions else None
+    self._groundtruth = None
     self._chance_map = None
 
   def head_args(self, tokens, cls_token, batch):
@@ -55,19 +58,35 @@ class LocalisationTask(base.Task):
         batch['mask'].astype(jnp.float32).sum(), 1.0)}
 
   def eval_outputs(self, logits, batch):
-    keys = ('boxes', 'box_mask', 'gt_boxes', 'gt_box_mask', 'gt_labels', 'video_index',
-            'timestamp', 'mask')
-    return dict({key: batch[key] for key in keys}, scores=jax.nn.sigmoid(logits.astype(jnp.float32)))
+    keys = ('boxes', 'frame_boxes', 'box_mask', 'gt_boxes', 'gt_box_mask', 'gt_labels',
+            'video_index', 'timestamp', 'mask')
+    return dict({key: batch[key] for key in keys if key in batch},
+                scores=jax.nn.sigmoid(logits.astype(jnp.float32)))
+
+  def groundtruth(self, outputs: Mapping[str, np.ndarray],
+                  video_ids: Sequence[str]) -> ava.Annotations:
+    """The official ground-truth CSV stored with the dataset (read once), else the examples' boxes."""
+    path = self.evaluation_files.get('groundtruth')
+    if path is None:
+      return self._annotations(outputs, video_ids, outputs['gt_boxes'], outputs['gt_box_mask'],
+                               outputs['gt_labels'], are_scores=False)
+    if self._groundtruth is None:
+      self._groundtruth = ava.read_csv(path, class_whitelist=self.labelmap)
+    return self._groundtruth
 
   def evaluate(self, outputs: Mapping[str, np.ndarray], *, video_ids: Sequence[str],
                output_dir: epath.Path | None) -> dict[str, float]:
-    detections = self._annotations(outputs, video_ids, outputs['boxes'], outputs['box_mask'],
+    # Detections are reported on the original frame (`frame_boxes`), not on the letterboxed input.
+    boxes = outputs['frame_boxes'] if 'frame_boxes' in outputs else outputs['boxes']
+    detections = self._annotations(outputs, video_ids, boxes, outputs['box_mask'],
                                    outputs['scores'], are_scores=True)
-    groundtruth = self._annotations(outputs, video_ids, outputs['gt_boxes'],
-                                    outputs['gt_box_mask'], outputs['gt_labels'], are_scores=False)
+    groundtruth = self.groundtruth(outputs, video_ids)
     if output_dir is not None:
       output_dir.mkdir(parents=True, exist_ok=True)
-      ava.write_csv(output_dir / f'{self.name}_detections.csv', detections)
+      path = output_dir / f'{self.name}_detections.csv'
+      ava.write_csv(path, detections)
+      # Scored as written (boxes at 3 decimals, scores at 4), exactly what the CLI reads back.
+      detections = ava.read_csv(path, class_whitelist=self.labelmap, load_scores=True)
     result = ava.evaluate(groundtruth, detections, self.labelmap,
                           excluded_keys=self.excluded_keys,
                           train_class_counts=self._train_counts_by_id(),
@@ -77,7 +96,7 @@ class LocalisationTask(base.Task):
       # the truth do not change between evaluations, so once per run is enough.
       random_scores = np.random.default_rng(0).uniform(size=outputs['scores'].shape)
       self._chance_map = ava.evaluate(groundtruth, self._annotations(
-          outputs, video_ids, outputs['boxes'], outputs['box_mask'], random_scores,
+          outputs, video_ids, boxes, outputs['box_mask'], random_scores,
           are_scores=True), self.labelmap, excluded_keys=self.excluded_keys)['mAP']
     metrics = {'mAP': result['mAP'], 'chance_mAP': self._chance_map}
     for group, values in result.get('groups', {}).items():

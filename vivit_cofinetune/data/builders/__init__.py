@@ -1,2 +1,11 @@
-"""TFDS builders of this project; importing the package registers them with TFDS."""
-from vivit_cofinetune.data.builders import synthetic  # pylint: disable=unused-import
+"""TFDS builders of this project; importing the package registers them all with TFDS.
+
+Synthetic sets render themselves; the others read an official release from --manual_dir
+(`python -m vivit_cofinetune.data.prepare DATASET ...` or `tfds build`).
+"""
+# pylint: disable=unused-import
+from vivit_cofinetune.data.builders import ava
+from vivit_cofinetune.data.builders import kinetics
+from vivit_cofinetune.data.builders import moments_in_time
+from vivit_cofinetune.data.builders import ssv2
+from vivit_cofinetune.data.builders import synthetic
