@@ -292,8 +292,9 @@ def _read(builder: tfds.core.DatasetBuilder, split: Any, *, shuffle_seed: int | 
   # destroying an iterator waits for it, so every run stalled for up to 60 s on exit. The maps
   # use the host's cores instead (_parallel_calls).
   options.autotune.enabled = False
+  # The release builders write in order (so example i's video id is known); training still shuffles.
   read_config = tfds.ReadConfig(options=options, try_autocache=False, shuffle_seed=shuffle_seed,
-                                shuffle_reshuffle_each_iteration=True)
+                                shuffle_reshuffle_each_iteration=True, enable_ordering_guard=False)
   return builder.as_dataset(split=split, shuffle_files=shuffle_seed is not None,
                             read_config=read_config,
                             decoders=decoders or {'video': tfds.decode.SkipDecoding()})
