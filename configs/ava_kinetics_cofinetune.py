@@ -7,8 +7,13 @@
   Transfer-learning baseline (Kinetics, then AVA, same total steps): `:transfer=True`.
   Local smoke run of the same code path: `:local=True` (tiny model, small batches, few steps).
 
-Needs the prepared TFDS datasets `ava_v2_2` and `kinetics700` under config.data_dir; until their
-builders land, validation stops naming the missing dataset and the preparation guide (docs/data.md).
+Needs the TFDS datasets `ava_v2_2` and `kinetics700` prepared under config.data_dir from the official
+releases (docs/data.md: `python -m vivit_cofinetune.data.prepare ava_v2_2 --manual_dir=... --data_dir=...`).
+AVA is evaluated at the official protocol: person-detector boxes above score 0.8 (PySlowFast's AVA
+setting), every box of a keyframe, eval frames letterboxed (aspect ratio kept), frame mAP on the official
+60 classes against the val CSV and exclusions stored with the prepared dataset; the detections go to
+WORKDIR/eval/step_N/ava_detections.csv, and `python -m vivit_cofinetune.metrics.ava` on that file gives
+the same mAP.
 Values marked "reconstructed" follow the authors' ViViT/PolyViT practice, not a quote of the paper.
 """
 import os
@@ -44,10 +49,11 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   config.tasks = dict(
       ava=task_config('localisation', 'ava_v2_2', num_classes=AVA_NUM_CLASSES, batch_size=64,
                       input=input_config(num_frames=32, crop_size=224, frame_stride=2,
-                                         min_crop_area=0.3),
+                                         min_crop_area=0.3, detector_score_threshold=0.8,
+                                         eval_resize='letterbox'),
                       transfer_steps=ava_steps, max_boxes=16,
                       eval_class_ids=AVA_EVAL_CLASS_IDS,
-                      # Official ava_val_excluded_timestamps_v2.2.csv; set it with the data.
+                      # '' = the official exclusions stored with the prepared dataset.
                       exclusions='',
                       head=dict(roi_size=7, sampling_ratio=2, dropout_rate=0.3)),
       kinetics700=task_config('classification', 'kinetics700', num_classes=KINETICS700_NUM_CLASSES,

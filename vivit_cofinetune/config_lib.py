@@ -104,14 +104,17 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int,
 
 def input_config(*, num_frames: int, crop_size: int, frame_stride: int = 2,
                  min_crop_area: float = 0.3, flip: bool = True, num_test_clips: int = 1,
-                 num_test_crops: int = 1) -> ml_collections.ConfigDict:
-  """Clip sampling and augmentation of a task (see data/video_ops.py)."""
+                 num_test_crops: int = 1, **fields) -> ml_collections.ConfigDict:
+  """Clip sampling and augmentation of a task (see data/video_ops.py and data/pipeline.py).
+
+  `fields` sets the other fields of pipeline.INPUT_DEFAULTS (e.g. detector_score_threshold).
+  """
   return ml_collections.ConfigDict(dict(
       num_frames=num_frames, frame_stride=frame_stride, crop_size=crop_size,
       min_crop_area=min_crop_area, flip=flip, num_test_clips=num_test_clips,
       num_test_crops=num_test_crops,
       # Pixels to [-1, 1], as big_vision's ViTs and Scenic's ViViTs were trained.
-      mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)))
+      mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), **fields))
 
 
 def task_config(kind: str, dataset: str, *, num_classes: int, batch_size: int,
