@@ -30,8 +30,7 @@ DATASETS = ('ava_v2_2', 'ava_kinetics', 'kinetics400', 'kinetics600', 'kinetics7
 
 
 def prepare(dataset: str, *, manual_dir: str, data_dir: str, num_workers: int | None = None,
-            max_skipped_fraction: float = 0.1,
-            file_format: str = 'tfrecord') -> tfds.core.DatasetBuilder:
+            max_skipped_fraction: float = 0.1) -> tfds.core.DatasetBuilder:
   """Builds `dataset` (name[/config]) from the release in `manual_dir` into `data_dir`."""
   name = dataset.partition('/')[0]
   if name not in DATASETS:
@@ -41,7 +40,7 @@ def prepare(dataset: str, *, manual_dir: str, data_dir: str, num_workers: int | 
   if not os.path.isdir(manual_dir):
     raise FileNotFoundError(f'--manual_dir={manual_dir}: not a directory')
   builder = tfds.builder(dataset, data_dir=data_dir, num_workers=num_workers,
-                         max_skipped_fraction=max_skipped_fraction, file_format=file_format)
+                         max_skipped_fraction=max_skipped_fraction)
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
   return builder
 
@@ -57,14 +56,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                       help='decoding threads (default: the host cores)')
   parser.add_argument('--max_skipped_fraction', type=float, default=0.1,
                       help='fail when more of a split\'s videos than this are missing or bad')
-  parser.add_argument('--file_format', default='tfrecord', choices=('tfrecord', 'array_record'))
   args = parser.parse_args(argv)
   tf.config.set_visible_devices([], 'GPU')
   start = time.monotonic()
   try:
     builder = prepare(args.dataset, manual_dir=args.manual_dir, data_dir=args.data_dir,
-                      num_workers=args.num_workers, max_skipped_fraction=args.max_skipped_fraction,
-                      file_format=args.file_format)
+                      num_workers=args.num_workers, max_skipped_fraction=args.max_skipped_fraction)
   except (FileNotFoundError, ValueError, video_builder.SkippedVideos) as error:
     sys.exit(f'prepare {args.dataset}: {error}')
   sizes = ', '.join(f'{split} {info.num_examples}' for split, info in builder.info.splits.items())
