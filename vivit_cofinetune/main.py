@@ -54,6 +54,7 @@ def main(argv):
                jax.local_devices())
 
   # Imported late so that TensorFlow's device settings above come first.
+  from vivit_cofinetune import checkpoint
   from vivit_cofinetune import config_lib
   from vivit_cofinetune import evaluate
   from vivit_cofinetune import train
@@ -63,6 +64,9 @@ def main(argv):
   except config_lib.ConfigError as error:
     # A config mistake is the user's to fix: one line naming the field, no traceback.
     sys.exit(f'Config error: {error}')
+  except checkpoint.NoCheckpointRestoresError as error:
+    # The warnings above give each checkpoint's error; a traceback through orbax would add nothing.
+    sys.exit(f'Checkpoint error: {error}')
 
 
 if __name__ == '__main__':

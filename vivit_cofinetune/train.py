@@ -103,7 +103,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   abstract_state, state_shardings = evaluate.abstract_state(config, backbone, tasks, optimizer, mesh,
                                                             rules)
   manager = checkpoint.make_manager(workdir, config)
-  restored = checkpoint.restore(manager, abstract_state)
+  restored = checkpoint.restore(manager, abstract_state, set_aside_unreadable=True)
   if restored:
     state, batches_consumed = restored
     logging.info('Resumed from step %d at data position %s', int(state.step), batches_consumed)
