@@ -9,6 +9,7 @@ before it.
 from collections.abc import Mapping, Sequence
 import os
 import re
+import time
 
 from absl import logging
 from etils import epath
@@ -96,6 +97,27 @@ def _set_aside(manager: ocp.CheckpointManager, steps: Sequence[int]) -> None:
       logging.warning('Moved the unreadable checkpoint of step %d to %s', step, target / str(step))
   multihost_utils.sync_global_devices('checkpoint: unreadable checkpoints set aside')
   manager.reload()
+
+
+class SaveClock:
+  """Time-based saves: says when `minutes` have passed since the last save (0 or None: never).
+
+  Process 0's clock decides and every process gets its answer, so that all of them save the same
+  step. On several hosts that is a small collective: ask where the hosts wait for the devices anyway.
+  """
+
+  def __init__(self, minutes: float | None):
+    self.seconds = 60 * minutes if minutes else None
+    self.restart()
+
+  def restart(self) -> None:
+    self.last_save = time.monotonic()
+
+  def due(self) -> bool:
+    if self.seconds is None:
+      return False
+    due = time.monotonic() - self.last_save >= self.seconds
+    return bool(multihost_utils.broadcast_one_to_all(np.bool_(due)))
 
 
 def read_params(path: str | os.PathLike, step: int | None = None) -> dict:

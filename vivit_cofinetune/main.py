@@ -4,7 +4,8 @@
   python -m vivit_cofinetune.main --config=configs/demo_cofinetune.py --workdir=/tmp/demo --mode=eval
 
 On a multi-host pod every host runs the same command; `jax.distributed.initialize()` finds the others
-(TPU pods and SLURM are detected automatically; elsewhere pass --coordinator_address etc.).
+(TPU pods and SLURM are detected automatically; elsewhere pass --coordinator_address etc.). SIGTERM
+makes the run save a checkpoint and exit 0; the same command then resumes.
 """
 import logging as python_logging
 import os
@@ -57,7 +58,10 @@ def main(argv):
   from vivit_cofinetune import checkpoint
   from vivit_cofinetune import config_lib
   from vivit_cofinetune import evaluate
+  from vivit_cofinetune import preemption
   from vivit_cofinetune import train
+  if _MODE.value == 'train':
+    preemption.catch_sigterm()
   run = train.train_and_evaluate if _MODE.value == 'train' else evaluate.evaluate_checkpoint
   try:
     run(_CONFIG.value, _WORKDIR.value)
