@@ -71,13 +71,15 @@ def restore(manager: ocp.CheckpointManager, abstract_state, step: int | None = N
       error = f'{type(restore_error).__name__}: {restore_error}'
     if _true_on_every_host(error is None):
       break
+    error = error or 'it failed on another host'
     logging.warning('Checkpoint at step %d does not restore (%s); trying the one before.',
-                    candidate, error or 'it failed on another host')
+                    candidate, error)
     unreadable.append((candidate, error))
   else:
+    # One line: the warnings above hold each error in full.
     raise NoCheckpointRestoresError(
         f'none of the checkpoints under {manager.directory} restores; newest first: '
-        + '; '.join(f'step {failed}: {error}' for failed, error in unreadable))
+        + '; '.join(f'step {failed}: {error.splitlines()[0]}' for failed, error in unreadable))
   if set_aside_unreadable and unreadable:
     _set_aside(manager, [failed for failed, _ in unreadable])
   return restored.state, restored.data['batches_consumed']
