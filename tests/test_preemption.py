@@ -5,12 +5,14 @@ interval saves between step intervals; a damaged newest checkpoint gives way to 
 when none restores the run stops with one line.
 """
 import logging
+import os
 import pathlib
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -18,9 +20,13 @@ import pytest
 from vivit_cofinetune import checkpoint
 from vivit_cofinetune import train
 from test_scale import CONFIG_FILE, OVERRIDES, REPO, SUBPROCESS_TIMEOUT_S, scale_config, saved_params
+from test_scale import _free_port
 
 pytestmark = pytest.mark.slow
 ONE_DEVICE = dict(data=-1, fsdp=1, model=1)
+# Far more steps than a test waits for: only SIGTERM ends these runs.
+ENDLESS_CONFIG_FILE = CONFIG_FILE.replace('steps=4', 'steps=100000')
+ENDLESS_OVERRIDES = dict(OVERRIDES, log_every=1, eval_every=100_000, checkpoint_every=100_000)
 # Saves at step 4 by the step interval and at step 2 by the clock, whose interval any step exceeds.
 SAVE_OVERRIDES = {'checkpoint_every': 4, 'checkpoint_every_minutes': 1e-6}
 
@@ -56,10 +62,7 @@ def run_until_then_sigterm(command: list[str], pattern: str) -> tuple[re.Match, 
 
 
 def test_sigterm_saves_the_step_reached_exits_0_and_the_rerun_resumes_there(data_dir, tmp_path):
-  # Far more steps than the test waits for: only SIGTERM ends these runs.
-  overrides = dict(OVERRIDES, log_every=1, eval_every=100_000, checkpoint_every=100_000)
-  config_file = CONFIG_FILE.replace('steps=4', 'steps=100000')
-  command = trainer_command(tmp_path, data_dir, config_file, overrides)
+  command = trainer_command(tmp_path, data_dir, ENDLESS_CONFIG_FILE, ENDLESS_OVERRIDES)
 
   _, returncode, log = run_until_then_sigterm(command, r'step \d+/100000 ')
   assert returncode == 0, log[-5000:]
@@ -74,6 +77,36 @@ def test_sigterm_saves_the_step_reached_exits_0_and_the_rerun_resumes_there(data
   second_stop = int(re.search(r'Preempted: saved checkpoint at step (\d+)', log).group(1))
   assert second_stop > first_stop
   assert checkpoint_steps(tmp_path) == [first_stop, second_stop]
+
+
+def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_step(data_dir, tmp_path):
+  command = trainer_command(tmp_path / 'workdir', data_dir, ENDLESS_CONFIG_FILE, ENDLESS_OVERRIDES)
+  command += [f'--coordinator_address=127.0.0.1:{_free_port()}', '--num_processes=2']
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2')
+  logs = [tmp_path / f'process_{index}.log' for index in range(2)]
+  log_files = [log.open('w') for log in logs]
+  processes = [subprocess.Popen(command + [f'--process_id={index}'], env=env, cwd=REPO,
+                                stdout=subprocess.DEVNULL, stderr=log_file)
+               for index, log_file in enumerate(log_files)]
+  try:
+    deadline = time.monotonic() + SUBPROCESS_TIMEOUT_S
+    while not re.search(r'step \d+/100000 ', logs[0].read_text()):
+      assert time.monotonic() < deadline and processes[0].poll() is None, logs[0].read_text()[-5000:]
+      time.sleep(0.5)
+    processes[1].send_signal(signal.SIGTERM)  # only one host gets the notice
+    for process in processes:
+      process.wait(timeout=SUBPROCESS_TIMEOUT_S)
+  finally:
+    for process, log_file in zip(processes, log_files):
+      process.kill()
+      log_file.close()
+  texts = [log.read_text() for log in logs]
+  for process, text in zip(processes, texts):
+    assert process.returncode == 0, text[-5000:]
+  stops = [re.search(r'Preempted: saved checkpoint at step (\d+)', text) for text in texts]
+  assert all(stops), [text[-3000:] for text in texts]
+  assert stops[0].group(1) == stops[1].group(1)
+  assert checkpoint_steps(tmp_path / 'workdir') == [int(stops[0].group(1))]
 
 
 @pytest.fixture(scope='module')
