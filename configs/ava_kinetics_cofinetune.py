@@ -75,6 +75,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   config.log_every = 100
   config.eval_every = 10_000
   config.checkpoint_every = 2_000
+  # Steps of ViViT-L take ~100x the demo's: bound the work a crash loses by time as well.
+  config.checkpoint_every_minutes = 30.0
   config.keep_checkpoints = 3
 
   if arg.local:

@@ -62,5 +62,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   config.log_every = 200
   config.eval_every = 1200
   config.checkpoint_every = 1200
+  # Also save when this many minutes have passed since the last save (0: by steps only).
+  config.checkpoint_every_minutes = 0.0
   config.keep_checkpoints = 2
   return config

@@ -3,14 +3,18 @@
 A checkpoint holds two items: `state` (params, optimizer states, step) and `data` (how many batches of
 each task were consumed), so a resumed run reads exactly the batches an uninterrupted run would.
 Restoring takes an abstract state carrying the current shardings, so a checkpoint written on one mesh
-restores onto another.
+restores onto another. A checkpoint that does not restore (half-written, corrupt) gives way to the one
+before it.
 """
 from collections.abc import Mapping, Sequence
 import os
 import re
+import time
 
+from absl import logging
 from etils import epath
 import jax
+from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
@@ -38,14 +42,84 @@ def save(manager: ocp.CheckpointManager, step: int, state, batches_consumed: Map
       data=ocp.args.JsonSave({'batches_consumed': dict(batches_consumed)})))
 
 
-def restore(manager: ocp.CheckpointManager, abstract_state, step: int | None = None):
-  """Returns (state, batches_consumed) of `step` (default: the latest), or None if there is none."""
-  step = manager.latest_step() if step is None else step
-  if step is None:
+class NoCheckpointRestoresError(RuntimeError):
+  """The workdir has checkpoints, but none of them restores."""
+
+
+def restore(manager: ocp.CheckpointManager, abstract_state, step: int | None = None, *,
+            set_aside_unreadable: bool = False):
+  """Returns (state, batches_consumed) of `step`, by default of the newest checkpoint that restores.
+
+  A checkpoint that fails to restore on any host (half-written, corrupt files, unreadable storage)
+  gets a warning naming its step and the error, and the one before it is tried; every host ends on
+  the same step. Nothing is deleted: with `set_aside_unreadable` the failed checkpoints move to
+  WORKDIR/unreadable_checkpoints/STEP, because orbax will not save a step at or below its newest
+  one, so left in place they would silently swallow the resumed run's saves up to their step.
+  Returns None if there is no checkpoint; raises NoCheckpointRestoresError if none restores.
+  """
+  steps = sorted(manager.all_steps(), reverse=True) if step is None else [step]
+  if not steps:
     return None
-  restored = manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+  unreadable = []
+  for candidate in steps:
+    try:
+      restored = manager.restore(candidate, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+      error = None
+    except Exception as restore_error:  # pylint: disable=broad-except
+      # Damage shows up as orbax's, tensorstore's, json's or the file system's errors alike.
+      error = f'{type(restore_error).__name__}: {restore_error}'
+    if _true_on_every_host(error is None):
+      break
+    error = error or 'it failed on another host'
+    logging.warning('Checkpoint at step %d does not restore (%s); trying the one before.',
+                    candidate, error)
+    unreadable.append((candidate, error))
+  else:
+    # One line: the warnings above hold each error in full.
+    raise NoCheckpointRestoresError(
+        f'none of the checkpoints under {manager.directory} restores; newest first: '
+        + '; '.join(f'step {failed}: {error.splitlines()[0]}' for failed, error in unreadable))
+  if set_aside_unreadable and unreadable:
+    _set_aside(manager, [failed for failed, _ in unreadable])
   return restored.state, restored.data['batches_consumed']
+
+
+def _true_on_every_host(value: bool) -> bool:
+  return bool(np.all(multihost_utils.process_allgather(np.bool_(value))))
+
+
+def _set_aside(manager: ocp.CheckpointManager, steps: Sequence[int]) -> None:
+  """Moves checkpoints out of the manager's sight into WORKDIR/unreadable_checkpoints/."""
+  target = manager.directory.parent / 'unreadable_checkpoints'
+  if jax.process_index() == 0:
+    target.mkdir(parents=True, exist_ok=True)
+    for step in steps:
+      (manager.directory / str(step)).rename(target / str(step))
+      logging.warning('Moved the unreadable checkpoint of step %d to %s', step, target / str(step))
+  multihost_utils.sync_global_devices('checkpoint: unreadable checkpoints set aside')
+  manager.reload()
+
+
+class SaveClock:
+  """Time-based saves: says when `minutes` have passed since the last save (0 or None: never).
+
+  Process 0's clock decides and every process gets its answer, so that all of them save the same
+  step. On several hosts that is a small collective: ask where the hosts wait for the devices anyway.
+  """
+
+  def __init__(self, minutes: float | None):
+    self.seconds = 60 * minutes if minutes else None
+    self.restart()
+
+  def restart(self) -> None:
+    self.last_save = time.monotonic()
+
+  def due(self) -> bool:
+    if self.seconds is None:
+      return False
+    due = time.monotonic() - self.last_save >= self.seconds
+    return bool(multihost_utils.broadcast_one_to_all(np.bool_(due)))
 
 
 def read_params(path: str | os.PathLike, step: int | None = None) -> dict:

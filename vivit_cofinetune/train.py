@@ -15,6 +15,7 @@ from vivit_cofinetune import checkpoint
 from vivit_cofinetune import config_lib
 from vivit_cofinetune import evaluate
 from vivit_cofinetune import optim
+from vivit_cofinetune import preemption
 from vivit_cofinetune import sharding
 from vivit_cofinetune import state as state_lib
 from vivit_cofinetune.data import mixture
@@ -73,7 +74,11 @@ def jit_train_step(backbone, task, optimizer, config: ml_collections.ConfigDict,
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains every task of the config's schedule; returns the final eval metrics per task."""
+  """Trains every task of the config's schedule; returns the final eval metrics per task.
+
+  On preemption (see preemption.py) it checkpoints the step every process agreed on and returns
+  early, with the metrics of the last evaluation so far (if any).
+  """
   workdir = checkpoint.resolve_path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
 
@@ -104,7 +109,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   abstract_state, state_shardings = evaluate.abstract_state(config, backbone, tasks, optimizer, mesh,
                                                             rules)
   manager = checkpoint.make_manager(workdir, config)
-  restored = checkpoint.restore(manager, abstract_state)
+  restored = checkpoint.restore(manager, abstract_state, set_aside_unreadable=True)
   if restored:
     state, batches_consumed = restored
     logging.info('Resumed from step %d at data position %s', int(state.step), batches_consumed)
@@ -138,6 +143,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   progress = Progress(total_steps)
   learning_rate_at = functools.partial(optim.learning_rate_at, phases=config.schedule.phases,
                                        schedule=schedule, config=config.optimizer)
+  save_clock = checkpoint.SaveClock(config.get('checkpoint_every_minutes'))
   results = {}
   for step in range(start_step, total_steps):
     name = schedule.task_of_step(step)
@@ -151,14 +157,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if done % config.log_every == 0 or done == total_steps:
       writer.write_scalars(done, dict(progress.report(done),
                                       **{'train/learning_rate': learning_rate_at(step)}))
-    if done % config.eval_every == 0 or done == total_steps:
+    preempted = preemption.reached(done, manager)
+    if not preempted and (done % config.eval_every == 0 or done == total_steps):
       with progress.paused():
         results, images = evaluator.evaluate(state.params, step=done, output_dir=workdir / 'eval')
       writer.write_scalars(done, evaluate.flatten_for_summary(results))
       writer.write_images(done, images)
-    if done % config.checkpoint_every == 0 or done == total_steps:
+    # The clock is asked at log steps only: there the hosts already wait for the devices.
+    if (done % config.checkpoint_every == 0 or done == total_steps or preempted
+        or (done % config.log_every == 0 and save_clock.due())):
       with progress.paused():
         checkpoint.save(manager, done, state, batches_consumed)
+      save_clock.restart()
+    if preempted:
+      manager.wait_until_finished()
+      writer.flush()
+      logging.info('Preempted: saved checkpoint at step %d; rerun the same command to resume.', done)
+      return results
 
   if not results:  # Resumed at the very end: evaluate what was restored.
     results, _ = evaluator.evaluate(state.params, step=total_steps, output_dir=workdir / 'eval')
