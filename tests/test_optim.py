@@ -26,6 +26,24 @@ def test_warmup_then_cosine_restarts_every_phase():
   assert lr(135) == pytest.approx(0.02 * 0.5 * (1 + math.cos(math.pi * 25 / 50)))
 
 
+def test_cosine_decays_to_the_end_learning_rate_factor():
+  config = ml_collections.ConfigDict(dict(base_learning_rate=0.2, warmup_steps=4,
+                                          end_learning_rate_factor=0.1))
+  phases = [dict(steps=24, mixture={'a': 1}), dict(steps=10, warmup_steps=0, mixture={'a': 1})]
+  schedule = mixture.task_schedule(phases, seed=0)
+  lr = lambda s: optim.learning_rate_at(s, phases=phases, schedule=schedule, config=config)
+  assert lr(1) == pytest.approx(0.2 * 2 / 4)  # warm-up is not affected by the end factor
+  # rate = base * (end + (1 - end) * (1 + cos(pi * progress)) / 2) over the 20 steps after warm-up.
+  assert lr(4) == pytest.approx(0.2)
+  assert lr(9) == pytest.approx(0.2 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 5 / 20))))
+  assert lr(14) == pytest.approx(0.2 * (0.1 + 0.9 * 0.5))
+  assert lr(23) == pytest.approx(0.2 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 19 / 20))))
+  # Phase 1 ends at the floor 0.1 * base and never goes below it.
+  assert lr(24) == pytest.approx(0.2)
+  assert lr(33) == pytest.approx(0.2 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 9 / 10))))
+  assert min(lr(s) for s in range(34)) > 0.2 * 0.1
+
+
 def test_clip_by_global_norm_matches_numpy():
   grads = {'a': jnp.array([3.0, 4.0]), 'b': jnp.array([[12.0]])}  # global norm 13
   clipped, norm = optim.clip_by_global_norm(grads, 1.3)

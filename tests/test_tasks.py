@@ -121,3 +121,71 @@ def test_localisation_evaluates_the_eval_classes_without_excluded_keyframes(tmp_
   # What remains is class 1: its top detection is the true one, AP 1.0.
   assert metrics['mAP'] == 1.0
   assert [key for key in metrics if key.startswith('AP/')] == ['AP/1']
+
+
+def test_classification_evaluation_by_hand_with_views_and_padding():
+  task = make_task('classification', 6)
+  # Five videos, labels 0, 0, 0, 1, 2. Videos 0-3 have two identical views: the label ranks 1st,
+  # 6th, 5th and 2nd of six. Video 4's views disagree: one is sure of class 2, the other mildly
+  # prefers class 4; averaged softmax (~0.57 on class 2 against ~0.18 on class 4) picks class 2.
+  ranked = lambda order: np.array([5.0 - order.index(c) for c in range(6)])  # order: best first
+  per_video = [ranked([0, 1, 2, 3, 4, 5]), ranked([1, 2, 3, 4, 5, 0]), ranked([1, 2, 3, 4, 0, 5]),
+               ranked([0, 1, 2, 3, 4, 5])]
+  logits = [row for row in per_video for _ in range(2)]
+  logits += [np.eye(6)[2] * 10.0, np.eye(6)[4] * 1.0]
+  video_index = [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+  labels = [0, 0, 0, 0, 0, 0, 1, 1, 2, 2]
+  # Padding rows as the pipeline writes them (index -1, mask False), but holding a confident
+  # right answer for class 0: counted, they would raise top-1, top-5 and chance.
+  outputs = {
+      'logits': np.array(logits + [np.eye(6)[0] * 10.0] * 2, np.float32),
+      'label': np.array(labels + [0, 0]), 'video_index': np.array(video_index + [-1, -1]),
+      'view_index': np.array([0, 1] * 5 + [-1, -1]), 'mask': np.array([True] * 10 + [False] * 2)}
+  metrics = task.evaluate(outputs, video_ids=[f'v{i}' for i in range(5)], output_dir=None)
+  assert metrics['num_videos'] == 5
+  assert metrics['top1'] == pytest.approx(2 / 5)  # videos 0 and 4
+  assert metrics['top5'] == pytest.approx(4 / 5)  # all but video 1 (label ranked 6th)
+  # Per class present: class 0 1/3, class 1 0/1, class 2 1/1 -> (1/3 + 0 + 1) / 3.
+  assert metrics['mean_class_accuracy'] == pytest.approx(4 / 9)
+  assert metrics['chance_top1'] == pytest.approx(3 / 5)  # always answering class 0
+
+
+def localisation_outputs(padding: bool) -> dict[str, np.ndarray]:
+  """Two keyframes (video_a at 902, video_b at 903), each with two detector boxes: P on the person,
+  N elsewhere. The truth: P does class 1 in video_a and class 2 in video_b.
+
+  The model scores each (box, class) 0.9 where it is true and 0.1 elsewhere. With `padding`, a third row as the last eval batch pads:
+  video_index -1, mask False, here holding a box, a truth and a score that would count if read.
+  """
+  box_p, box_n = [0.1, 0.1, 0.5, 0.5], [0.6, 0.6, 0.9, 0.9]
+  scores = np.full((2, 2, 2), 0.1, np.float32)
+  scores[0, 0, 0] = scores[1, 0, 1] = 0.9
+  outputs = {
+      'boxes': np.array([[box_p, box_n]] * 2, np.float32), 'box_mask': np.ones((2, 2), bool),
+      'gt_boxes': np.array([[box_p, box_n]] * 2, np.float32),
+      'gt_box_mask': np.array([[True, False]] * 2),
+      'gt_labels': np.array([[[1, 0], [0, 0]], [[0, 1], [0, 0]]], np.float32),
+      'scores': scores, 'video_index': np.array([0, 1]), 'timestamp': np.array([902, 903]),
+      'mask': np.ones(2, bool)}
+  if padding:
+    extra = {'boxes': [[box_n, box_p]], 'box_mask': [[True, True]], 'gt_boxes': [[box_n, box_p]],
+             'gt_box_mask': [[True, True]], 'gt_labels': [[[1, 1], [1, 1]]],
+             'scores': [[[0.95, 0.95], [0.0, 0.0]]], 'video_index': [-1], 'timestamp': [903],
+             'mask': [False]}
+    outputs = {key: np.concatenate([value, np.asarray(extra[key], value.dtype)])
+               for key, value in outputs.items()}
+  return outputs
+
+
+@pytest.mark.parametrize('padding', [False, True])
+def test_localisation_chance_map_by_hand_and_padding_rows_ignored(padding):
+  task = make_task('localisation', 2)
+  metrics = task.evaluate(localisation_outputs(padding), video_ids=['video_a', 'video_b'],
+                          output_dir=None)
+  assert metrics['mAP'] == 1.0 and metrics['AP/1'] == 1.0 and metrics['AP/2'] == 1.0
+  # chance_mAP scores the same boxes with numpy's default_rng(0) uniform draws over the outputs'
+  # [rows, boxes, classes] (padding rows come last, so the real rows get the same draws):
+  #   video_a: P (0.637, 0.270), N (0.041, 0.017); video_b: P (0.813, 0.913), N (0.607, 0.729).
+  # Class 1 ranks b/P 0.813 (false), a/P 0.637 (its only truth), ...: AP = precision 1/2.
+  # Class 2 ranks b/P 0.913 first, its only truth: AP = 1. chance_mAP = (1/2 + 1) / 2.
+  assert metrics['chance_mAP'] == pytest.approx(0.75)

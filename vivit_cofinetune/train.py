@@ -166,6 +166,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     # The clock is asked at log steps only: there the hosts already wait for the devices.
     if (done % config.checkpoint_every == 0 or done == total_steps or preempted
         or (done % config.log_every == 0 and save_clock.due())):
+      progress.check_finite(done)  # log_every need not divide checkpoint_every
       with progress.paused():
         checkpoint.save(manager, done, state, batches_consumed)
       save_clock.restart()
@@ -211,17 +212,22 @@ class Progress:
     yield
     self.window_start += time.monotonic() - start
 
+  def check_finite(self, step: int) -> None:
+    """Raises FloatingPointError if a task's loss since the last report is not finite."""
+    for task, sums in self.sums.items():
+      loss = float(sums['loss']) / self.counts[task]
+      if not math.isfinite(loss):
+        raise FloatingPointError(f'task {task}: training loss is {loss} at step {step}; lower the '
+                                 'learning rate or check the data')
+
   def report(self, step: int) -> dict[str, float]:
     """Scalars of the window since the previous report; logs the progress line and resets.
 
     Stops the run on a non-finite loss, before a checkpoint could keep the broken state.
     """
+    self.check_finite(step)
     scalars = {f'train/{task}/{key}': float(value) / self.counts[task]
                for task, sums in self.sums.items() for key, value in sums.items()}
-    for task in self.sums:
-      if not math.isfinite(scalars[f'train/{task}/loss']):
-        raise FloatingPointError(f'task {task}: training loss is {scalars[f"train/{task}/loss"]} '
-                                 f'at step {step}; lower the learning rate or check the data')
     elapsed = max(time.monotonic() - self.window_start, 1e-9)
     steps_per_sec = self.window_steps / elapsed
     clips_per_sec = self.window_clips / elapsed
