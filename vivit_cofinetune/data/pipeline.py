@@ -11,8 +11,9 @@ decoded, and only their crop) or a uint8 tensor [T, H, W, 3] (the synthetic sets
 Batches follow the data contract of DESIGN.md, except that `video` stays uint8 on the host: the
 compiled step normalises it on the device (a quarter of the bytes to move). Training is deterministic
 given (seed, dataset, host): every example's augmentation is seeded from its ordinal in the host's
-example stream, so resuming at batch n (skipping undecoded records) reproduces the uninterrupted stream
-exactly.
+example stream, so resuming at batch n reproduces the uninterrupted stream exactly. How the stream is
+read (by index for ArrayRecord, so a resume reads nothing it skips; sequentially for TFRecord) is
+data/records.py's job.
 """
 import dataclasses
 import functools
@@ -27,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from vivit_cofinetune.data import records
 from vivit_cofinetune.data import video_ops
 from vivit_cofinetune.data.builders import ava as ava_builders
 from vivit_cofinetune.data.builders import synthetic
@@ -198,10 +200,10 @@ def _class_counts(dataset: str, data_dir: str, split: str, num_classes: int) -> 
   """Examples (or actors) per class in `split`, reading the labels only (cached: it reads a split)."""
   builder = tfds.builder(dataset, data_dir=data_dir)
   label_key = 'gt_labels' if 'gt_labels' in builder.info.features else 'label'
-  records = _read(builder, split, shuffle_seed=None,
-                  decoders=tfds.decode.PartialDecoding({label_key: True}))
+  labels = records.read_sequential(builder, split, shuffle_seed=None,
+                                   decoders=tfds.decode.PartialDecoding({label_key: True}))
   counts = np.zeros(num_classes, np.int64)
-  for example in records.as_numpy_iterator():
+  for example in labels.as_numpy_iterator():
     labels = example[label_key]
     counts += labels.sum(axis=0) if labels.ndim else np.bincount([labels], minlength=num_classes)
   return counts.tolist()
@@ -281,23 +283,6 @@ def _host_batch_size(global_batch: int, field: str, settings: _Settings) -> int:
     raise ValueError(f'config.tasks.{settings.task}.{field}={global_batch} must be divisible by the '
                      f'number of hosts ({hosts}).')
   return global_batch // hosts
-
-
-def _read(builder: tfds.core.DatasetBuilder, split: Any, *, shuffle_seed: int | None,
-          decoders: Any = None) -> tf.data.Dataset:
-  """Records of `split`, by default with the video left encoded (decoded after any skipping)."""
-  options = tf.data.Options()
-  options.deterministic = True
-  # No autotuning model: its thread backs off to sleeping up to a minute between rounds, and
-  # destroying an iterator waits for it, so every run stalled for up to 60 s on exit. The maps
-  # use the host's cores instead (_parallel_calls).
-  options.autotune.enabled = False
-  # The release builders write in order (so example i's video id is known); training still shuffles.
-  read_config = tfds.ReadConfig(options=options, try_autocache=False, shuffle_seed=shuffle_seed,
-                                shuffle_reshuffle_each_iteration=True, enable_ordering_guard=False)
-  return builder.as_dataset(split=split, shuffle_files=shuffle_seed is not None,
-                            read_config=read_config,
-                            decoders=decoders or {'video': tfds.decode.SkipDecoding()})
 
 
 def _pad_rows(values: tf.Tensor, rows: int) -> tf.Tensor:
@@ -389,12 +374,18 @@ def train_iterator(task_config: Any, *, data_dir: str, seed: int,
   _log_crowded_keyframes(builder, settings)
   host_batch = _host_batch_size(settings.batch_size, 'batch_size', settings)
   host_seed = int(np.random.SeedSequence([seed, jax.process_index()]).generate_state(1)[0] >> 1)
-  split = tfds.split_for_jax_process(settings.train_split)
-  records = _read(builder, split, shuffle_seed=host_seed)
-  records = records.shuffle(settings.shuffle_buffer, seed=host_seed, reshuffle_each_iteration=True)
-  records = records.repeat().enumerate()
-  # Skipping before decoding keeps a resume cheap; ordinals (hence augmentations) are unchanged.
-  records = records.skip(start_batch * host_batch)
+  start_position = start_batch * host_batch
+  if records.is_random_access(builder):
+    # Every epoch a fresh permutation of this host's share; a resume reads nothing before it.
+    ordered = records.read_shuffled_epochs(
+        builder, settings.train_split, seed=host_seed, host=jax.process_index(),
+        num_hosts=jax.process_count(), start_position=start_position)
+  else:
+    split = tfds.split_for_jax_process(settings.train_split)
+    ordered = records.read_sequential(builder, split, shuffle_seed=host_seed)
+    ordered = ordered.shuffle(settings.shuffle_buffer, seed=host_seed, reshuffle_each_iteration=True)
+    # Skipping before decoding keeps a resume cheap; ordinals (hence augmentations) are unchanged.
+    ordered = ordered.repeat().enumerate().skip(start_position)
   reader = _frame_reader(builder)
   flips, flip_permutation = _flips(builder, settings), _flip_permutation(builder)
 
@@ -402,7 +393,7 @@ def train_iterator(task_config: Any, *, data_dir: str, seed: int,
     example_seed = tf.stack([tf.constant(host_seed, tf.int64), ordinal])
     return _train_example(example, example_seed, settings, reader, flips, flip_permutation)
 
-  batches = records.map(preprocess, num_parallel_calls=_parallel_calls(), deterministic=True)
+  batches = ordered.map(preprocess, num_parallel_calls=_parallel_calls(), deterministic=True)
   batches = batches.batch(host_batch, drop_remainder=True).prefetch(2)
   return batches.as_numpy_iterator()
 
@@ -520,19 +511,25 @@ def eval_input(task_config: Any, *, data_dir: str) -> EvalInput:
   builder = _builder(settings, data_dir)
   _check_num_classes(settings, builder)
   host_batch = _host_batch_size(settings.eval_batch_size, 'eval_batch_size', settings)
-  host_splits = tfds.even_splits(settings.eval_split, n=jax.process_count())
-  sizes = [builder.info.splits[split].num_examples for split in host_splits]
+  host, num_hosts = jax.process_index(), jax.process_count()
+  # Host shares are contiguous and in file order, so a global index is the host's offset plus ordinal.
+  if records.is_random_access(builder):
+    total = builder.info.splits[settings.eval_split].num_examples
+    ranges = [records.host_range(total, index, num_hosts) for index in range(num_hosts)]
+    sizes = [end - start for start, end in ranges]
+    read_host_share = lambda: records.read_indices(builder, settings.eval_split, *ranges[host])
+  else:
+    host_splits = tfds.even_splits(settings.eval_split, n=num_hosts)
+    sizes = [builder.info.splits[split].num_examples for split in host_splits]
+    read_host_share = lambda: records.read_sequential(
+        builder, host_splits[host], shuffle_seed=None).enumerate(start=sum(sizes[:host]))
   num_views = settings.num_test_clips * settings.num_test_crops if settings.kind == 'classification' else 1
   num_batches = math.ceil(max(sizes) * num_views / host_batch)
-  host = jax.process_index()
-  # Host shards are contiguous and in file order, so a global index is the host's offset plus ordinal.
-  offset = sum(sizes[:host])
   reader = _frame_reader(builder)
   eval_boxes = _eval_boxes(builder, settings)
 
   def batches() -> Iterator[Batch]:
-    records = _read(builder, host_splits[host], shuffle_seed=None).enumerate(start=offset)
-    examples = records.map(
+    examples = read_host_share().map(
         lambda index, example: _eval_example(index, example, settings, reader, eval_boxes),
         num_parallel_calls=_parallel_calls(), deterministic=True)
     if settings.kind == 'classification':
@@ -548,8 +545,13 @@ def eval_input(task_config: Any, *, data_dir: str) -> EvalInput:
     if stored is not None:
       return list(stored)
     only_ids = tfds.decode.PartialDecoding({'video_id': True})
-    return [example['video_id'].decode() for split in host_splits
-            for example in _read(builder, split, shuffle_seed=None,
-                                 decoders=only_ids).as_numpy_iterator()]
+    if records.is_random_access(builder):
+      total = builder.info.splits[settings.eval_split].num_examples
+      ordered = records.read_indices(builder, settings.eval_split, 0, total).map(
+          lambda index, example: example)
+    else:
+      ordered = records.read_sequential(builder, settings.eval_split, shuffle_seed=None,
+                                        decoders=only_ids)
+    return [example['video_id'].decode() for example in ordered.as_numpy_iterator()]
 
   return EvalInput(num_batches=num_batches, batches=batches, _read_video_ids=read_video_ids)

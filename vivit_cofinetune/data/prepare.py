@@ -6,8 +6,9 @@
 DATASET is one of ava_v2_2, ava_kinetics, kinetics400, kinetics600, kinetics700, moments_in_time, ssv2,
 optionally with a builder config (`/default`, `/tiny`, AVA also `/fps15`). Videos are decoded in
 parallel (--num_workers, default the host's cores) with a progress bar; bad videos are skipped and
-listed in skipped.csv in the prepared dataset's folder. `tfds build` with --manual_dir works too,
-once `vivit_cofinetune.data.builders` is imported (e.g. `tfds build --imports=vivit_cofinetune.data.builders`).
+listed in skipped.csv in the prepared dataset's folder. Records are ArrayRecord files, which the input
+pipeline reads by index. `tfds build --imports=vivit_cofinetune.data.builders DATASET --manual_dir=...
+--file_format=array_record` builds the same thing (without the flag: TFRecord, read sequentially).
 docs/data.md gives each release's layout, disk size and time.
 """
 import argparse
@@ -39,8 +40,9 @@ def prepare(dataset: str, *, manual_dir: str, data_dir: str, num_workers: int | 
   manual_dir, data_dir = (os.path.abspath(os.path.expanduser(path)) for path in (manual_dir, data_dir))
   if not os.path.isdir(manual_dir):
     raise FileNotFoundError(f'--manual_dir={manual_dir}: not a directory')
+  # ArrayRecord: the input pipeline reads it by index, so a resumed run reads nothing it skips.
   builder = tfds.builder(dataset, data_dir=data_dir, num_workers=num_workers,
-                         max_skipped_fraction=max_skipped_fraction)
+                         max_skipped_fraction=max_skipped_fraction, file_format='array_record')
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
   return builder
 

@@ -247,8 +247,11 @@ class ClipClassificationBuilder(VideoBuilder, skip_registration=True):
 
   def _split_stats(self, split: str, examples: list[dict[str, Any]]) -> dict[str, Any]:
     labels = [example['label'] for example in examples if example['label'] >= 0]
-    return dict(num_examples=len(examples),
-                class_counts=class_counts(labels, len(self.info.metadata['class_names'])))
+    stats = dict(num_examples=len(examples),
+                 class_counts=class_counts(labels, len(self.info.metadata['class_names'])))
+    if split != 'train':  # evaluation names its videos; training never needs the (long) list
+      stats['example_video_ids'] = [example['video_id'] for example in examples]
+    return stats
 
 
 def clip_configs(fps: float) -> list[VideoConfig]:

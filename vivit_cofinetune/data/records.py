@@ -1,0 +1,106 @@
+"""Reading a TFDS split's records, sequentially (TFRecord) or by index (ArrayRecord).
+
+`prepare` writes the release datasets as ArrayRecord, which can be read by index. Training then reads
+host h's contiguous share of the split in a fresh seeded permutation every epoch, so the example at
+position p of the host's stream is a pure function of (seed, host, p): a resume at position p starts
+there without reading anything before it, and every epoch is a full shuffle. Datasets in TFRecord (the
+synthetic sets, or a `tfds build` without `--file_format=array_record`) are read sequentially through
+TFDS, and a resume skips the consumed records (read, never decoded).
+
+Records come back with the video left encoded, parsed exactly as `builder.as_dataset` would.
+"""
+import functools
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+# Records fetched per call into Python: amortises the call, small enough to keep the stream flowing.
+_FETCH_BATCH = 32
+
+
+def _options() -> tf.data.Options:
+  options = tf.data.Options()
+  options.deterministic = True
+  # No autotuning model: its thread backs off to sleeping up to a minute between rounds, and
+  # destroying an iterator waits for it, so every run stalled for up to 60 s on exit. The pipeline's
+  # maps use the host's cores instead.
+  options.autotune.enabled = False
+  return options
+
+
+def is_random_access(builder: tfds.core.DatasetBuilder) -> bool:
+  return builder.info.file_format == tfds.core.FileFormat.ARRAY_RECORD
+
+
+def host_range(num_examples: int, host: int, num_hosts: int) -> tuple[int, int]:
+  """[start, end) of host's contiguous share of a split; shares differ in size by at most one."""
+  return num_examples * host // num_hosts, num_examples * (host + 1) // num_hosts
+
+
+def read_sequential(builder: tfds.core.DatasetBuilder, split: Any, *, shuffle_seed: int | None,
+                    decoders: Any = None) -> tf.data.Dataset:
+  """Records of `split` through TFDS, by default with the video left encoded."""
+  # The release builders write in order (so example i's video id is known); training still shuffles.
+  read_config = tfds.ReadConfig(options=_options(), try_autocache=False, shuffle_seed=shuffle_seed,
+                                shuffle_reshuffle_each_iteration=True, enable_ordering_guard=False)
+  return builder.as_dataset(split=split, shuffle_files=shuffle_seed is not None,
+                            read_config=read_config,
+                            decoders=decoders or {'video': tfds.decode.SkipDecoding()})
+
+
+def _parse(builder: tfds.core.DatasetBuilder, serialized: tf.Tensor,
+           decoders: Any) -> dict[str, tf.Tensor]:
+  features = builder.info.features
+  parser = tfds.core.example_parser.ExampleParser(features.get_serialized_info())
+  return features.decode_example(parser.parse_example(serialized), decoders=decoders)
+
+
+def _fetch(builder: tfds.core.DatasetBuilder, split: str, positions: tf.data.Dataset,
+           index_of, decoders: Any) -> tf.data.Dataset:
+  """(position, record) for every position, the record read at index_of(positions) of `split`."""
+  source = builder.as_data_source(split=split,
+                                  deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
+
+  def read(batch: np.ndarray) -> np.ndarray:
+    return np.asarray(source.__getitems__(index_of(batch).tolist()), dtype=object)
+
+  def fetch(batch):
+    serialized = tf.numpy_function(read, [batch], tf.string, stateful=False)
+    return batch, tf.ensure_shape(serialized, batch.shape)
+
+  pairs = positions.batch(_FETCH_BATCH).map(fetch).unbatch()
+  return pairs.map(lambda position, serialized: (position, _parse(builder, serialized, decoders)),
+                   deterministic=True).with_options(_options())
+
+
+def read_indices(builder: tfds.core.DatasetBuilder, split: str, start: int, end: int, *,
+                 decoders: Any = None) -> tf.data.Dataset:
+  """(index, record) for records [start, end) of `split`, in order."""
+  positions = tf.data.Dataset.range(start, end)
+  return _fetch(builder, split, positions, lambda batch: batch,
+                decoders or {'video': tfds.decode.SkipDecoding()})
+
+
+def read_shuffled_epochs(builder: tfds.core.DatasetBuilder, split: str, *, seed: int, host: int,
+                         num_hosts: int, start_position: int) -> tf.data.Dataset:
+  """(position, record) from `start_position` on, forever: epoch after epoch of this host's share.
+
+  Position p is record permutation_e[p mod n] of the share, e = p // n, with a permutation seeded by
+  (seed, e): nothing before start_position is read.
+  """
+  first, end = host_range(builder.info.splits[split].num_examples, host, num_hosts)
+  size = end - first
+  if size == 0:
+    raise ValueError(f'{builder.name} {split}: no example for host {host} of {num_hosts}')
+
+  @functools.lru_cache(maxsize=2)
+  def permutation(epoch: int) -> np.ndarray:
+    return first + np.random.default_rng([seed, epoch]).permutation(size)
+
+  def index_of(batch: np.ndarray) -> np.ndarray:
+    return np.array([permutation(int(p) // size)[int(p) % size] for p in batch], np.int64)
+
+  positions = tf.data.Dataset.counter(start_position)
+  return _fetch(builder, split, positions, index_of, {'video': tfds.decode.SkipDecoding()})
