@@ -1,19 +1,25 @@
 """Clips/s of the training input pipeline against bare decoding of the same records.
 
   python bench/input_pipeline.py [--config=configs/demo_cofinetune.py] [--task=NAME] [--batches=50]
-      [--rounds=5] [--data_dir=DIR] [--json]
+      [--rounds=5] [--data_dir=DIR] [--batch_size=N] [--json]
+  python bench/input_pipeline.py --config=configs/ava_kinetics_cofinetune.py:local=True \
+      --fake_releases --batch_size=8
 
 For each task of the config (or --task): times batches of pipeline.train_iterator (read, shuffle,
-decode, clip sampling, crop, resize, normalise, flip, boxes, batch) and as many clips of the same
-records read and decoded only (the video tensors, no augmentation), both with tf.data's AUTOTUNE
-parallelism, taking turns for `rounds` rounds of `batches` batches, and prints pipeline / decode as
-a ratio of one run. Without --data_dir the config's self-rendering datasets (the demo's synthetic
-ones) are rendered into a temporary directory first, which is not timed.
+decode, clip sampling, crop, resize, flip, boxes, batch) and as many clips of the same records read
+and decoded only, taking turns for `rounds` rounds of `batches` batches, and prints pipeline / decode
+as a ratio of one run. Bare decoding is, for JPEG-frame records (the release datasets), the full JPEG
+decode of as many frames per clip, as far apart, as the pipeline samples (no crop, resize or
+augmentation); for
+tensor records (the synthetic sets), decoding the video tensor. Without --data_dir the config's
+self-rendering datasets are rendered into a temporary directory first; with --fake_releases the test
+suite's fake AVA v2.2 and Kinetics-700 releases are written and prepared there (neither is timed).
 """
 import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 
@@ -26,6 +32,9 @@ import tensorflow_datasets as tfds
 
 from vivit_cofinetune import config_lib
 from vivit_cofinetune.data import pipeline
+from vivit_cofinetune.data import prepare
+from vivit_cofinetune.data import records
+from vivit_cofinetune.data import video_ops
 
 
 def _time_alternately(iterators: dict, num_batches: int, rounds: int, batch_size: int) -> dict:
@@ -47,17 +56,46 @@ def _time_alternately(iterators: dict, num_batches: int, rounds: int, batch_size
 
 
 def _decoded_videos(task_config: ml_collections.ConfigDict, data_dir: str, batch_size: int):
-  """Batches of the train split's videos, decoded and nothing else, as the pipeline reads them."""
+  """Batches of the train split's clips, decoded and nothing else, read as the pipeline reads them."""
   builder = tfds.builder(task_config.dataset.name, data_dir=data_dir)
-  options = tf.data.Options()
-  options.deterministic = True
-  records = builder.as_dataset(split=task_config.dataset.get('train_split', 'train'),
-                               read_config=tfds.ReadConfig(options=options, try_autocache=False),
-                               decoders={'video': tfds.decode.SkipDecoding()})
-  decode = builder.info.features['video'].decode_example
-  videos = records.repeat().map(lambda example: decode(example['video']),
-                                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  split = task_config.dataset.get('train_split', 'train')
+  if records.is_random_access(builder):
+    ordered = records.read_shuffled_epochs(builder, split, seed=0, host=0, num_hosts=1,
+                                           start_position=0).map(lambda _, example: example)
+  else:
+    ordered = records.read_sequential(builder, split, shuffle_seed=0).repeat()
+  if isinstance(builder.info.features['video'], tfds.features.Sequence):
+    inputs = task_config.input
+
+    def decode(frames):
+      # As many frames, as far apart, as the pipeline samples (from the first frame, wrapping).
+      indices = video_ops.clip_indices(tf.shape(frames)[0], 0, inputs.num_frames,
+                                       inputs.frame_stride, 'loop')
+      decoded = tf.map_fn(lambda frame: tf.io.decode_jpeg(frame, channels=3),
+                          tf.gather(frames, indices),
+                          fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
+      # Frames of different videos differ in size: keep one number per clip so that clips batch.
+      return tf.reduce_max(decoded)
+  else:
+    decode = builder.info.features['video'].decode_example
+  videos = ordered.map(lambda example: decode(example['video']),
+                       num_parallel_calls=pipeline._parallel_calls(),  # pylint: disable=protected-access
+                       deterministic=True)
   return videos.batch(batch_size, drop_remainder=True).prefetch(2).as_numpy_iterator()
+
+
+def _prepare_fake_releases(data_dir: str) -> int:
+  """Writes the tests' fake AVA v2.2 and Kinetics-700 releases and prepares them; returns Kinetics' classes."""
+  sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                  'tests'))
+  import fake_releases  # pylint: disable=g-import-not-at-top
+  ava = fake_releases.write_ava_release(os.path.join(data_dir, 'ava_release'), num_train_videos=4,
+                                        keyframes_per_video=5)
+  kinetics = fake_releases.write_kinetics_release(os.path.join(data_dir, 'kinetics_release'),
+                                                  clips_per_class=(6, 1, 1))
+  prepare.prepare('ava_v2_2', manual_dir=ava['root'], data_dir=data_dir)
+  prepare.prepare('kinetics700', manual_dir=kinetics['root'], data_dir=data_dir)
+  return len(kinetics['class_names'])
 
 
 def measure(config: ml_collections.ConfigDict, task_name: str, data_dir: str, num_batches: int,
@@ -67,6 +105,7 @@ def measure(config: ml_collections.ConfigDict, task_name: str, data_dir: str, nu
   start = time.perf_counter()
   info = pipeline.dataset_info(task_config, data_dir)  # Renders a synthetic dataset if missing.
   prepare_s = time.perf_counter() - start
+  task_config.num_classes = info.num_classes  # a fake release has fewer classes than the real one
   batch_size = task_config.batch_size
   train_videos = (batch['video'] for batch in pipeline.train_iterator(task_config, data_dir=data_dir,
                                                                        seed=config.seed))
@@ -92,15 +131,23 @@ def main():
   parser.add_argument('--rounds', type=int, default=5, help='turns each iterator takes')
   parser.add_argument('--data_dir', default=None,
                       help='TFDS data_dir (default: render the datasets into a temporary directory)')
+  parser.add_argument('--batch_size', type=int, default=None, help='per-task batch (default: config)')
+  parser.add_argument('--fake_releases', action='store_true',
+                      help='write and prepare the tests\' fake AVA and Kinetics-700 releases first')
   parser.add_argument('--json', action='store_true', help='print one JSON object instead of a table')
   args = parser.parse_args()
   tf.config.set_visible_devices([], 'GPU')
   config = config_lib.load_config_file(args.config)
+  if args.batch_size:
+    for task_config in config.tasks.values():
+      task_config.batch_size = args.batch_size
   if args.task is not None and args.task not in config.tasks:
     parser.error(f'--task={args.task!r}: expected one of {sorted(config.tasks)} ({args.config})')
   task_names = [args.task] if args.task else list(config.tasks)
   with tempfile.TemporaryDirectory(prefix='bench_input_pipeline_') as temporary:
     data_dir = args.data_dir or temporary
+    if args.fake_releases:
+      _prepare_fake_releases(data_dir)
     results = [measure(config, name, data_dir, args.batches, args.rounds) for name in task_names]
   summary = {'config': args.config, 'data_dir': args.data_dir or '(temporary)', 'tasks': results,
              'host': f'{platform.machine()}, {os.cpu_count()} CPUs, load average '

@@ -132,3 +132,28 @@ def test_resize_and_normalise():
   normalised = video_ops.normalise(tf.constant(resized), (0.5, 0.4, 0.3), (0.5, 0.2, 0.1)).numpy()
   np.testing.assert_allclose(normalised[0, 0, 0], [(0.8 - 0.5) / 0.5, (0.8 - 0.4) / 0.2,
                                                    (0.8 - 0.3) / 0.1], rtol=1e-5)
+
+
+def _numpy_bilinear(image: np.ndarray, size: int) -> np.ndarray:
+  """Half-pixel-centre bilinear resize of image [H, W] to [size, size], by hand."""
+  def weights(length: int):
+    centres = (np.arange(size) + 0.5) * length / size - 0.5
+    low = np.clip(np.floor(centres).astype(int), 0, length - 1)
+    high = np.clip(low + 1, 0, length - 1)
+    fraction = np.clip(centres - np.floor(centres), 0, 1) * (centres >= 0)
+    return low, high, fraction
+  row_low, row_high, row_fraction = weights(image.shape[0])
+  column_low, column_high, column_fraction = weights(image.shape[1])
+  rows = (image[row_low] * (1 - row_fraction[:, None]) + image[row_high] * row_fraction[:, None])
+  return (rows[:, column_low] * (1 - column_fraction) + rows[:, column_high] * column_fraction)
+
+
+@pytest.mark.parametrize('height,width,size', [(12, 20, 8), (5, 7, 16), (30, 30, 30)])
+def test_uint8_resize_of_a_ramp_matches_numpy_bilinear(height, width, size):
+  ramp = (np.add.outer(np.arange(height) * 7.0, np.arange(width) * 3.0) % 256).astype(np.uint8)
+  video = np.repeat(ramp[None, :, :, None], 3, axis=-1)[[0, 0]]  # [2, H, W, 3]
+  resized = video_ops.resize_uint8(tf.constant(video), size).numpy()
+  assert resized.dtype == np.uint8 and resized.shape == (2, size, size, 3)
+  expected = np.floor(_numpy_bilinear(ramp.astype(np.float64), size) + 0.5)
+  np.testing.assert_array_equal(resized[0, ..., 0], expected)
+  np.testing.assert_array_equal(resized[1, ..., 2], expected)

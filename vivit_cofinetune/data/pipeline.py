@@ -295,7 +295,7 @@ def _pad_rows(values: tf.Tensor, rows: int) -> tf.Tensor:
 
 def _to_crop(video: tf.Tensor, settings: _Settings) -> tf.Tensor:
   """Video uint8 [T, crop, crop, 3], bilinearly resized (normalised later, on the device)."""
-  return _round_to_uint8(video_ops.resize(video, settings.crop_size))
+  return video_ops.resize_uint8(video, settings.crop_size)
 
 
 def _round_to_uint8(video: tf.Tensor) -> tf.Tensor:

@@ -71,8 +71,8 @@ def _fetch(builder: tfds.core.DatasetBuilder, split: str, positions: tf.data.Dat
     return batch, tf.ensure_shape(serialized, batch.shape)
 
   pairs = positions.batch(_FETCH_BATCH).map(fetch).unbatch()
-  return pairs.map(lambda position, serialized: (position, _parse(builder, serialized, decoders)),
-                   deterministic=True).with_options(_options())
+  return pairs.map(lambda position, serialized: (position, _parse(builder, serialized, decoders))
+                   ).with_options(_options())
 
 
 def read_indices(builder: tfds.core.DatasetBuilder, split: str, start: int, end: int, *,
