@@ -29,6 +29,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from vivit_cofinetune.data import records
+from vivit_cofinetune.data import sequence_examples
 from vivit_cofinetune.data import video_ops
 from vivit_cofinetune.data.builders import ava as ava_builders
 from vivit_cofinetune.data.builders import synthetic
@@ -55,6 +56,8 @@ class _Settings:
   task: str
   kind: str
   dataset: str
+  # SequenceExample files instead of a TFDS dataset (data/sequence_examples.py); None for TFDS.
+  sequence_example_files: dict[str, Any] | None
   train_split: str
   eval_split: str
   batch_size: int
@@ -104,6 +107,7 @@ def _settings(task_config: Any) -> _Settings:
   return _Settings(
       task=task, kind=kind,
       dataset=required(dataset, 'name', f'{where}.dataset'),
+      sequence_example_files=_sequence_example_files(dataset, task_config, where),
       train_split=dataset.get('train_split', 'train'),
       eval_split=dataset.get('eval_split', 'validation'),
       batch_size=batch_size,
@@ -126,14 +130,33 @@ def _settings(task_config: Any) -> _Settings:
       eval_resize=_choice(optional['eval_resize'], _EVAL_RESIZES, f'{where}.input.eval_resize'))
 
 
+def _sequence_example_files(dataset: Any, task_config: Any, where: str) -> dict[str, Any] | None:
+  """The fields of a SequenceExample dataset, or None for a TFDS one; errors name the field."""
+  dataset_format = dataset.get('format', 'tfds')
+  if dataset_format == 'tfds':
+    return None
+  if dataset_format != sequence_examples.FORMAT:
+    raise ValueError(f"{where}.dataset.format={dataset_format!r}: expected 'tfds' or "
+                     f"'{sequence_examples.FORMAT}'")
+  files = dataset.get('files')
+  if not files:
+    raise ValueError(f'{where}.dataset.files: expected split -> file pattern for format '
+                     f'{sequence_examples.FORMAT!r}')
+  return dict(files=dict(files), num_examples=dict(dataset.get('num_examples', None) or {}),
+              class_names=dataset.get('class_names', None),
+              num_classes=int(task_config.get('num_classes')))
+
+
 def _choice(value: str, choices: tuple[str, ...], field: str) -> str:
   if value not in choices:
     raise ValueError(f'{field}={value!r}: expected one of {choices}')
   return value
 
 
-def _builder(settings: _Settings, data_dir: str) -> tfds.core.DatasetBuilder:
-  """The task's TFDS builder, its data prepared (a no-op when it already is)."""
+def _builder(settings: _Settings, data_dir: str) -> Any:
+  """The task's TFDS builder, its data prepared (a no-op when it already is), or its SequenceExamples."""
+  if settings.sequence_example_files:
+    return _sequence_example_dataset(settings.dataset, **settings.sequence_example_files)
   try:
     builder = tfds.builder(settings.dataset, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError as error:
@@ -141,6 +164,21 @@ def _builder(settings: _Settings, data_dir: str) -> tfds.core.DatasetBuilder:
                      f'TFDS builder: {error}') from error
   builder.download_and_prepare()
   return builder
+
+
+def _sequence_example_dataset(name: str, *, files: dict, num_examples: dict,
+                              class_names: Any, num_classes: int
+                              ) -> sequence_examples.SequenceExampleFiles:
+  # One object per dataset and process, so that counted file sizes are counted once.
+  key = (name, tuple(sorted(files.items())), tuple(sorted(num_examples.items())),
+         tuple(class_names or ()), num_classes)
+  if key not in _SEQUENCE_EXAMPLE_DATASETS:
+    _SEQUENCE_EXAMPLE_DATASETS[key] = sequence_examples.SequenceExampleFiles(
+        name, files, num_classes=num_classes, class_names=class_names, num_examples=num_examples)
+  return _SEQUENCE_EXAMPLE_DATASETS[key]
+
+
+_SEQUENCE_EXAMPLE_DATASETS = {}
 
 
 def _class_names(builder: tfds.core.DatasetBuilder) -> list[str]:
@@ -185,6 +223,8 @@ def dataset_info(task_config: Any, data_dir: str) -> DatasetInfo:
   eval_split = settings.eval_split.partition('[')[0]
   for key, template in (('groundtruth', ava_builders.GROUNDTRUTH_FILE),
                         ('exclusions', ava_builders.EXCLUSIONS_FILE)):
+    if not isinstance(builder, tfds.core.DatasetBuilder):
+      break  # SequenceExample files carry no evaluation files
     path = epath.Path(builder.data_dir) / template.format(split=eval_split)
     if path.exists():
       evaluation_files[key] = os.fspath(path)
@@ -214,6 +254,10 @@ def known_datasets(config: Any) -> dict[str, bool]:
   known = {}
   for task_config in config.tasks.values():
     name = task_config.dataset.name
+    if task_config.dataset.get('format', 'tfds') == sequence_examples.FORMAT:
+      known[name] = all(tf.io.gfile.glob(pattern)
+                        for pattern in task_config.dataset.get('files', {}).values())
+      continue
     try:
       builder = tfds.builder(name, data_dir=config.data_dir)
     except tfds.core.registered.DatasetNotFoundError:
@@ -374,18 +418,10 @@ def train_iterator(task_config: Any, *, data_dir: str, seed: int,
   _log_crowded_keyframes(builder, settings)
   host_batch = _host_batch_size(settings.batch_size, 'batch_size', settings)
   host_seed = int(np.random.SeedSequence([seed, jax.process_index()]).generate_state(1)[0] >> 1)
-  start_position = start_batch * host_batch
-  if records.is_random_access(builder):
-    # Every epoch a fresh permutation of this host's share; a resume reads nothing before it.
-    ordered = records.read_shuffled_epochs(
-        builder, settings.train_split, seed=host_seed, host=jax.process_index(),
-        num_hosts=jax.process_count(), start_position=start_position)
-  else:
-    split = tfds.split_for_jax_process(settings.train_split)
-    ordered = records.read_sequential(builder, split, shuffle_seed=host_seed)
-    ordered = ordered.shuffle(settings.shuffle_buffer, seed=host_seed, reshuffle_each_iteration=True)
-    # Skipping before decoding keeps a resume cheap; ordinals (hence augmentations) are unchanged.
-    ordered = ordered.repeat().enumerate().skip(start_position)
+  ordered = records.train_stream(builder, settings.train_split, seed=host_seed,
+                                 host=jax.process_index(), num_hosts=jax.process_count(),
+                                 start_position=start_batch * host_batch,
+                                 shuffle_buffer=settings.shuffle_buffer)
   reader = _frame_reader(builder)
   flips, flip_permutation = _flips(builder, settings), _flip_permutation(builder)
 
@@ -512,24 +548,15 @@ def eval_input(task_config: Any, *, data_dir: str) -> EvalInput:
   _check_num_classes(settings, builder)
   host_batch = _host_batch_size(settings.eval_batch_size, 'eval_batch_size', settings)
   host, num_hosts = jax.process_index(), jax.process_count()
-  # Host shares are contiguous and in file order, so a global index is the host's offset plus ordinal.
-  if records.is_random_access(builder):
-    total = builder.info.splits[settings.eval_split].num_examples
-    ranges = [records.host_range(total, index, num_hosts) for index in range(num_hosts)]
-    sizes = [end - start for start, end in ranges]
-    read_host_share = lambda: records.read_indices(builder, settings.eval_split, *ranges[host])
-  else:
-    host_splits = tfds.even_splits(settings.eval_split, n=num_hosts)
-    sizes = [builder.info.splits[split].num_examples for split in host_splits]
-    read_host_share = lambda: records.read_sequential(
-        builder, host_splits[host], shuffle_seed=None).enumerate(start=sum(sizes[:host]))
+  sizes = records.eval_sizes(builder, settings.eval_split, num_hosts)
   num_views = settings.num_test_clips * settings.num_test_crops if settings.kind == 'classification' else 1
   num_batches = math.ceil(max(sizes) * num_views / host_batch)
   reader = _frame_reader(builder)
   eval_boxes = _eval_boxes(builder, settings)
 
   def batches() -> Iterator[Batch]:
-    examples = read_host_share().map(
+    share = records.eval_stream(builder, settings.eval_split, host=host, num_hosts=num_hosts)
+    examples = share.map(
         lambda index, example: _eval_example(index, example, settings, reader, eval_boxes),
         num_parallel_calls=_parallel_calls(), deterministic=True)
     if settings.kind == 'classification':
@@ -539,19 +566,10 @@ def eval_input(task_config: Any, *, data_dir: str) -> EvalInput:
     return padded.batch(host_batch, drop_remainder=True).prefetch(2).as_numpy_iterator()
 
   def read_video_ids() -> list[str]:
-    # The release builders store them in example order; others are read host by host, exactly as
-    # batches() reads, so that indices agree however files interleave.
+    # The release builders store them in example order; otherwise they are read as batches() reads.
     stored = _split_metadata(builder, settings.eval_split).get('example_video_ids')
     if stored is not None:
       return list(stored)
-    only_ids = tfds.decode.PartialDecoding({'video_id': True})
-    if records.is_random_access(builder):
-      total = builder.info.splits[settings.eval_split].num_examples
-      ordered = records.read_indices(builder, settings.eval_split, 0, total).map(
-          lambda index, example: example)
-    else:
-      ordered = records.read_sequential(builder, settings.eval_split, shuffle_seed=None,
-                                        decoders=only_ids)
-    return [example['video_id'].decode() for example in ordered.as_numpy_iterator()]
+    return records.example_video_ids(builder, settings.eval_split, num_hosts)
 
   return EvalInput(num_batches=num_batches, batches=batches, _read_video_ids=read_video_ids)

@@ -1,4 +1,4 @@
-"""Reading a TFDS split's records, sequentially (TFRecord) or by index (ArrayRecord).
+"""Reading a split's records: by index (ArrayRecord), sequentially (TFRecord), or SequenceExample files.
 
 `prepare` writes the release datasets as ArrayRecord, which can be read by index. Training then reads
 host h's contiguous share of the split in a fresh seeded permutation every epoch, so the example at
@@ -7,7 +7,10 @@ there without reading anything before it, and every epoch is a full shuffle. Dat
 synthetic sets, or a `tfds build` without `--file_format=array_record`) are read sequentially through
 TFDS, and a resume skips the consumed records (read, never decoded).
 
-Records come back with the video left encoded, parsed exactly as `builder.as_dataset` would.
+DMVR/Scenic SequenceExample files (data/sequence_examples.py) are read like TFRecords, each host its
+own files. Records come back with the video left encoded, parsed exactly as `builder.as_dataset` would.
+The pipeline asks for a training stream, evaluation shares and video ids; only this module knows the
+formats.
 """
 import functools
 from typing import Any
@@ -15,6 +18,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+
+from vivit_cofinetune.data import sequence_examples
 
 # Records fetched per call into Python: amortises the call, small enough to keep the stream flowing.
 _FETCH_BATCH = 32
@@ -104,3 +109,73 @@ def read_shuffled_epochs(builder: tfds.core.DatasetBuilder, split: str, *, seed:
 
   positions = tf.data.Dataset.counter(start_position)
   return _fetch(builder, split, positions, index_of, {'video': tfds.decode.SkipDecoding()})
+
+
+def _read_sequence_examples(dataset: sequence_examples.SequenceExampleFiles, split: str, *,
+                            host: int, num_hosts: int, shuffle_seed: int | None) -> tf.data.Dataset:
+  files = dataset.host_files(split, host, num_hosts)
+  if not files:
+    raise ValueError(f'{dataset.name} {split}: {len(dataset.files[split])} files cannot feed '
+                     f'{num_hosts} hosts; give it at least one file per host')
+  paths = tf.data.Dataset.from_tensor_slices(files)
+  if shuffle_seed is not None:
+    paths = paths.shuffle(len(files), seed=shuffle_seed, reshuffle_each_iteration=True)
+  serialized = paths.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
+                                deterministic=True)
+  return serialized.map(sequence_examples.parse).with_options(_options())
+
+
+def train_stream(builder: Any, split: str, *, seed: int, host: int, num_hosts: int,
+                 start_position: int, shuffle_buffer: int) -> tf.data.Dataset:
+  """(position, record) of this host's training stream from `start_position` on, forever."""
+  if is_random_access(builder):
+    # Every epoch a fresh permutation of this host's share; a resume reads nothing before it.
+    return read_shuffled_epochs(builder, split, seed=seed, host=host, num_hosts=num_hosts,
+                                start_position=start_position)
+  if isinstance(builder, sequence_examples.SequenceExampleFiles):
+    ordered = _read_sequence_examples(builder, split, host=host, num_hosts=num_hosts,
+                                      shuffle_seed=seed)
+  else:
+    ordered = read_sequential(builder, tfds.split_for_jax_process(split), shuffle_seed=seed)
+  ordered = ordered.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+  # Skipping before decoding keeps a resume cheap; positions (hence augmentations) are unchanged.
+  return ordered.repeat().enumerate().skip(start_position)
+
+
+def eval_sizes(builder: Any, split: str, num_hosts: int) -> list[int]:
+  """Examples each host evaluates; host shares are contiguous, so host h starts at sum(sizes[:h])."""
+  if isinstance(builder, sequence_examples.SequenceExampleFiles):
+    return builder.host_sizes(split, num_hosts)
+  if is_random_access(builder):
+    total = builder.info.splits[split].num_examples
+    return [end - start for start, end in (host_range(total, host, num_hosts)
+                                           for host in range(num_hosts))]
+  return [builder.info.splits[share].num_examples for share in tfds.even_splits(split, n=num_hosts)]
+
+
+def eval_stream(builder: Any, split: str, *, host: int, num_hosts: int) -> tf.data.Dataset:
+  """(global index, record) of this host's evaluation share, in order."""
+  start = sum(eval_sizes(builder, split, num_hosts)[:host])
+  if isinstance(builder, sequence_examples.SequenceExampleFiles):
+    return _read_sequence_examples(builder, split, host=host, num_hosts=num_hosts,
+                                   shuffle_seed=None).enumerate(start=start)
+  if is_random_access(builder):
+    return read_indices(builder, split, *host_range(builder.info.splits[split].num_examples, host,
+                                                    num_hosts))
+  share = tfds.even_splits(split, n=num_hosts)[host]
+  return read_sequential(builder, share, shuffle_seed=None).enumerate(start=start)
+
+
+def example_video_ids(builder: Any, split: str, num_hosts: int) -> list[str]:
+  """Global eval index -> video id, read the way eval_stream reads (SequenceExamples: the index)."""
+  if isinstance(builder, sequence_examples.SequenceExampleFiles):
+    return [str(index) for index in range(sum(eval_sizes(builder, split, num_hosts)))]
+  if is_random_access(builder):
+    streams = [eval_stream(builder, split, host=host, num_hosts=num_hosts)
+               for host in range(num_hosts)]
+  else:
+    only_ids = tfds.decode.PartialDecoding({'video_id': True})
+    streams = [read_sequential(builder, share, shuffle_seed=None, decoders=only_ids).enumerate()
+               for share in tfds.even_splits(split, n=num_hosts)]
+  return [example['video_id'].decode() for stream in streams
+          for _, example in stream.as_numpy_iterator()]
