@@ -12,6 +12,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import fake_releases
+from vivit_cofinetune import tasks as tasks_lib
 from vivit_cofinetune.data import pipeline
 from vivit_cofinetune.data import prepare
 from vivit_cofinetune.data import records
@@ -212,3 +213,35 @@ def test_crop_and_flip_keep_each_box_on_its_pixels(tmp_path):
         assert int(pixel.max()) - int(pixel.min()) > 100, pixel
         checked += 1
   assert checked >= 4
+
+
+def test_ava_and_ava_kinetics_train_and_evaluate_as_one_task(tmp_path):
+  ava_release = fake_releases.write_ava_release(str(tmp_path / 'ava'))
+  kinetics_release = fake_releases.write_ava_kinetics_release(str(tmp_path / 'avak'))
+  parts = [_prepare(tmp_path, 'ava_v2_2/tiny', ava_release['root']),
+           _prepare(tmp_path, 'ava_kinetics/tiny', kinetics_release['root'])]
+  data_dir = str(tmp_path / 'tfds')
+  task = _task('localisation', 'ava_v2_2/tiny+ava_kinetics/tiny', num_classes=80)
+  info = pipeline.dataset_info(task, data_dir)
+  assert info.num_train_examples == sum(part.info.splits['train'].num_examples for part in parts)
+  np.testing.assert_array_equal(info.train_class_counts, np.sum(
+      [part.info.metadata['splits']['train']['class_counts'] for part in parts], axis=0))
+  assert [os.path.dirname(path) for path in info.evaluation_files['groundtruth']] == [
+      part.data_dir for part in parts]
+  evaluation = pipeline.eval_input(task, data_dir=data_dir)
+  indices = np.concatenate([batch['video_index'][batch['mask']] for batch in evaluation.batches()])
+  expected_ids = [example['video_id'].decode() for part in parts
+                  for example in _records(part, 'validation')]
+  assert sorted(indices.tolist()) == list(range(len(expected_ids)))
+  assert evaluation.video_ids == expected_ids
+  batch = next(pipeline.train_iterator(task, data_dir=data_dir, seed=0))
+  assert batch['box_mask'].any()
+  # Evaluation scores against both official val CSVs, one after the other.
+  task.eval_class_ids = list(range(1, 81))
+  localisation = tasks_lib.make_task('ava', task, class_names=info.class_names,
+                                     class_ids=info.class_ids,
+                                     evaluation_files=info.evaluation_files)
+  groundtruth = localisation.groundtruth({}, [])
+  rows = [row for path in info.evaluation_files['groundtruth'] for row in csv.reader(open(path))]
+  assert len(groundtruth) == len(rows)
+  assert groundtruth.video_id.tolist() == [row[0] for row in rows]

@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from vivit_cofinetune.data import concatenated
 from vivit_cofinetune.data import records
 from vivit_cofinetune.data import sequence_examples
 from vivit_cofinetune.data import video_ops
@@ -157,13 +158,16 @@ def _builder(settings: _Settings, data_dir: str) -> Any:
   """The task's TFDS builder, its data prepared (a no-op when it already is), or its SequenceExamples."""
   if settings.sequence_example_files:
     return _sequence_example_dataset(settings.dataset, **settings.sequence_example_files)
-  try:
-    builder = tfds.builder(settings.dataset, data_dir=data_dir)
-  except tfds.core.registered.DatasetNotFoundError as error:
-    raise ValueError(f'config.tasks.{settings.task}.dataset.name={settings.dataset!r} is not a known '
-                     f'TFDS builder: {error}') from error
-  builder.download_and_prepare()
-  return builder
+  builders = []
+  for name in settings.dataset.split(concatenated.SEPARATOR):
+    try:
+      builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError as error:
+      raise ValueError(f'config.tasks.{settings.task}.dataset.name={settings.dataset!r}: {name!r} is '
+                       f'not a known TFDS builder: {error}') from error
+    builder.download_and_prepare()
+    builders.append(builder)
+  return builders[0] if len(builders) == 1 else concatenated.ConcatenatedDatasets(builders)
 
 
 def _sequence_example_dataset(name: str, *, files: dict, num_examples: dict,
@@ -202,8 +206,26 @@ class DatasetInfo(NamedTuple):
   num_train_examples: int
   train_class_counts: list[int] | None  # actors carrying each class (localisation only)
   class_ids: list[int] | None = None  # class ids as the dataset's CSVs write them (AVA: 1..80)
-  # Files stored with the dataset that evaluation scores against: 'groundtruth', 'exclusions'.
-  evaluation_files: dict[str, str] | None = None
+  # Files stored with the dataset that evaluation scores against: 'groundtruth', 'exclusions' ->
+  # their paths (one per part of a combined dataset such as 'ava_v2_2+ava_kinetics').
+  evaluation_files: dict[str, list[str]] | None = None
+
+
+def _evaluation_files(builder: Any, split: str) -> dict[str, list[str]]:
+  """The official evaluation files the release builders store beside dataset_info.json."""
+  if isinstance(builder, concatenated.ConcatenatedDatasets):
+    parts = builder.builders
+  elif isinstance(builder, tfds.core.DatasetBuilder):
+    parts = [builder]
+  else:
+    parts = []  # SequenceExample files carry none
+  files = {}
+  for key, template in (('groundtruth', ava_builders.GROUNDTRUTH_FILE),
+                        ('exclusions', ava_builders.EXCLUSIONS_FILE)):
+    paths = [epath.Path(part.data_dir) / template.format(split=split) for part in parts]
+    if paths and all(path.exists() for path in paths):
+      files[key] = [os.fspath(path) for path in paths]
+  return files
 
 
 def dataset_info(task_config: Any, data_dir: str) -> DatasetInfo:
@@ -219,15 +241,7 @@ def dataset_info(task_config: Any, data_dir: str) -> DatasetInfo:
   if settings.kind == 'localisation':
     counts = _split_metadata(builder, settings.train_split).get('class_counts') or _class_counts(
         settings.dataset, data_dir, settings.train_split, len(names))
-  evaluation_files = {}
-  eval_split = settings.eval_split.partition('[')[0]
-  for key, template in (('groundtruth', ava_builders.GROUNDTRUTH_FILE),
-                        ('exclusions', ava_builders.EXCLUSIONS_FILE)):
-    if not isinstance(builder, tfds.core.DatasetBuilder):
-      break  # SequenceExample files carry no evaluation files
-    path = epath.Path(builder.data_dir) / template.format(split=eval_split)
-    if path.exists():
-      evaluation_files[key] = os.fspath(path)
+  evaluation_files = _evaluation_files(builder, settings.eval_split.partition('[')[0])
   class_ids = builder.info.metadata.get('class_ids')
   return DatasetInfo(num_classes=len(names), class_names=names,
                      num_train_examples=builder.info.splits[settings.train_split].num_examples,
@@ -258,12 +272,14 @@ def known_datasets(config: Any) -> dict[str, bool]:
       known[name] = all(tf.io.gfile.glob(pattern)
                         for pattern in task_config.dataset.get('files', {}).values())
       continue
-    try:
-      builder = tfds.builder(name, data_dir=config.data_dir)
-    except tfds.core.registered.DatasetNotFoundError:
-      known[name] = False
-      continue
-    known[name] = builder.is_prepared() or isinstance(builder, _RENDERED_BUILDERS)
+    known[name] = True
+    for part in name.split(concatenated.SEPARATOR):
+      try:
+        builder = tfds.builder(part, data_dir=config.data_dir)
+      except tfds.core.registered.DatasetNotFoundError:
+        known[name] = False
+        continue
+      known[name] &= builder.is_prepared() or isinstance(builder, _RENDERED_BUILDERS)
   return known
 
 

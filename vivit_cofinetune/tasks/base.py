@@ -20,7 +20,7 @@ class Task:
                class_names: Sequence[str] | None = None,
                train_class_counts: Sequence[int] | None = None,
                class_ids: Sequence[int] | None = None,
-               evaluation_files: Mapping[str, str] | None = None):
+               evaluation_files: Mapping[str, Sequence[str]] | None = None):
     """`class_ids` are the ids the dataset's files use; `evaluation_files` what evaluation reads."""
     self.name = name
     self.config = config

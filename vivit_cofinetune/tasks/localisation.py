@@ -41,8 +41,9 @@ class LocalisationTask(base.Task):
     self.labelmap = {class_id: names[class_id] for class_id in eval_ids}
     # Keyframes the official evaluation leaves out, as (video_id, second): the config's file, else
     # the one stored with the dataset.
-    exclusions = config.get('exclusions') or self.evaluation_files.get('exclusions')
-    self.excluded_keys = ava.read_exclusions(exclusions) if exclusions else None
+    exclusions = ([config.exclusions] if config.get('exclusions') else
+                  self.evaluation_files.get('exclusions', []))
+    self.excluded_keys = set().union(*map(ava.read_exclusions, exclusions)) if exclusions else None
     self._groundtruth = None
     self._chance_map = None
 
@@ -65,13 +66,19 @@ class LocalisationTask(base.Task):
 
   def groundtruth(self, outputs: Mapping[str, np.ndarray],
                   video_ids: Sequence[str]) -> ava.Annotations:
-    """The official ground-truth CSV stored with the dataset (read once), else the examples' boxes."""
-    path = self.evaluation_files.get('groundtruth')
-    if path is None:
+    """The official ground-truth CSVs stored with the dataset (read once, one after the other for a
+    combined dataset, as `cat`-ing them for the CLI would), else the examples' boxes."""
+    paths = self.evaluation_files.get('groundtruth')
+    if not paths:
       return self._annotations(outputs, video_ids, outputs['gt_boxes'], outputs['gt_box_mask'],
                                outputs['gt_labels'], are_scores=False)
     if self._groundtruth is None:
-      self._groundtruth = ava.read_csv(path, class_whitelist=self.labelmap)
+      parts = [ava.read_csv(path, class_whitelist=self.labelmap) for path in paths]
+      self._groundtruth = parts[0] if len(parts) == 1 else ava.annotations_from_arrays(
+          video_ids=np.concatenate([part.video_id for part in parts]),
+          timestamps=np.concatenate([part.timestamp for part in parts]),
+          boxes_y1x1y2x2=np.concatenate([part.boxes for part in parts]),
+          labels=np.concatenate([part.label for part in parts]))
     return self._groundtruth
 
   def evaluate(self, outputs: Mapping[str, np.ndarray], *, video_ids: Sequence[str],
