@@ -6,6 +6,7 @@ before the first frame or after the last gets the first or last frame (edge fram
 with a file raise `VideoError` with a reason that ends up in the dataset's skipped.csv.
 """
 from collections.abc import Sequence
+import contextlib
 import io
 import math
 import os
@@ -45,7 +46,13 @@ def video_frames_at(path: str, times: Sequence[float], *, short_side: int,
   asking for every keyframe window of a movie costs one pass. Raises VideoError for a missing or
   undecodable file, or one that decodes to well before the duration its header claims (truncated).
   """
-  times = np.asarray(times, np.float64)
+  with _open_video(path) as (container, stream):
+    return _decode_at(container, stream, np.asarray(times, np.float64), short_side, jpeg_quality)
+
+
+@contextlib.contextmanager
+def _open_video(path: str):
+  """(container, its first video stream); any failure to read becomes a VideoError saying why."""
   if not os.path.exists(path):
     raise VideoError('missing file')
   try:
@@ -54,7 +61,7 @@ def video_frames_at(path: str, times: Sequence[float], *, short_side: int,
         raise VideoError('no video stream')
       stream = container.streams.video[0]
       stream.thread_type = 'AUTO'
-      return _decode_at(container, stream, times, short_side, jpeg_quality)
+      yield container, stream
   except VideoError:
     raise
   except (av.FFmpegError, ValueError, OSError) as error:
@@ -138,23 +145,13 @@ def folder_frames_at(paths: Sequence[str], fps: float, times: Sequence[float], *
 
 def video_duration(path: str) -> float:
   """Seconds the file claims to hold (header), or decoded to the end when it claims nothing."""
-  if not os.path.exists(path):
-    raise VideoError('missing file')
-  try:
-    with av.open(path) as container:
-      if not container.streams.video:
-        raise VideoError('no video stream')
-      stream = container.streams.video[0]
-      claimed = _claimed_duration(container, stream)
-      if claimed > 0:
-        return claimed
-      time_base, start = float(stream.time_base), stream.start_time or 0
-      last = max(((frame.pts - start) * time_base for frame in container.decode(stream)
-                  if frame.pts is not None), default=None)
-      if last is None:
-        raise VideoError('no decodable frame')
-      return last
-  except VideoError:
-    raise
-  except (av.FFmpegError, ValueError, OSError) as error:
-    raise VideoError(f'undecodable: {type(error).__name__}: {error}') from error
+  with _open_video(path) as (container, stream):
+    claimed = _claimed_duration(container, stream)
+    if claimed > 0:
+      return claimed
+    time_base, start = float(stream.time_base), stream.start_time or 0
+    last = max(((frame.pts - start) * time_base for frame in container.decode(stream)
+                if frame.pts is not None), default=None)
+    if last is None:
+      raise VideoError('no decodable frame')
+    return last
