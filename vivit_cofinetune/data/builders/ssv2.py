@@ -8,7 +8,6 @@ are not mirror-symmetric ("from left to right"): the metadata says so, and the i
 flips these clips.
 """
 import json
-import os
 
 from etils import epath
 import tensorflow_datasets as tfds

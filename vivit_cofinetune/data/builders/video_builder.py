@@ -19,7 +19,6 @@ import io
 import os
 from typing import Any
 
-from absl import logging
 from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
@@ -190,10 +189,6 @@ def class_counts(labels: Iterable[np.ndarray], num_classes: int) -> list[int]:
 
 def missing_file_error(path: epath.Path, what: str) -> FileNotFoundError:
   return FileNotFoundError(f'{path}: not found; expected {what} (see docs/data.md for the layout)')
-
-
-def log_layout(name: str, manual_dir: epath.Path, layout: str) -> None:
-  logging.info('%s: reading the %s layout under %s', name, layout, manual_dir)
 
 
 @dataclasses.dataclass(frozen=True)
