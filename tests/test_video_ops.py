@@ -157,3 +157,19 @@ def test_uint8_resize_of_a_ramp_matches_numpy_bilinear(height, width, size):
   expected = np.floor(_numpy_bilinear(ramp.astype(np.float64), size) + 0.5)
   np.testing.assert_array_equal(resized[0, ..., 0], expected)
   np.testing.assert_array_equal(resized[1, ..., 2], expected)
+
+
+def test_letterbox_keeps_the_aspect_ratio_and_boxes_stay_on_their_pixels():
+  # A 20 x 40 frame (1:2) with a white box at rows 5-10, columns 20-30, on black.
+  frame = np.zeros((1, 20, 40, 3), np.uint8)
+  frame[0, 5:10, 20:30] = 255
+  video, placement = video_ops.letterbox(tf.constant(frame), 32, pad_value=(100.0, 100.0, 100.0))
+  video, placement = video.numpy(), placement.numpy()
+  # The long side fills the square; the picture is 16 rows high, centred: rows 8..23.
+  np.testing.assert_allclose(placement, [8 / 32, 0.0, 16 / 32, 1.0])
+  assert (video[0, :8] == 100).all() and (video[0, 24:] == 100).all()
+  assert (video[0, 8:24] != 100).any(axis=-1).all()
+  box = np.array([[5 / 20, 20 / 40, 10 / 20, 30 / 40]], np.float32)  # y1, x1, y2, x2 of the frame
+  y1, x1, y2, x2 = video_ops.place_boxes(tf.constant(box), tf.constant(placement)).numpy()[0] * 32
+  np.testing.assert_allclose([y1, x1, y2, x2], [8 + 4, 16, 8 + 8, 24])
+  assert video[0, int(y1) + 1:int(y2) - 1, int(x1) + 1:int(x2) - 1].min() > 200
