@@ -6,9 +6,10 @@
 #   launch/tpu_pod.sh --name=NAME --zone=ZONE --accelerator=v5p-64 \
 #     --config=configs/ava_kinetics_cofinetune.py --workdir=gs://BUCKET/DIR [--config.key=value ...]
 #
-# Options: --project=PROJECT, --runtime_version=VERSION (default below), --spot (preemptible
-# capacity), --keep (leave the pod up), --tensorboard_port=PORT (0: none), --dry-run (print every
-# command, run nothing). Any other argument goes to the trainer unchanged.
+# Options: --project=PROJECT, --runtime_version=VERSION (default v2-alpha-tpuv5, the v5p image;
+# v5e: v2-alpha-tpuv5-lite, v4: tpu-ubuntu2204-base), --spot (preemptible capacity), --keep (leave
+# the pod up), --tensorboard_port=PORT (0: none), --dry-run (print every command, run nothing).
+# Any other argument goes to the trainer unchanged.
 # The workdir must be a gs:// path every worker can write. A preempted run is resumed by running the
 # same command again: the trainer saves on SIGTERM and resumes from the workdir's checkpoint.
 set -euo pipefail
