@@ -55,6 +55,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
                       eval_class_ids=AVA_EVAL_CLASS_IDS,
                       # '' = the official exclusions stored with the prepared dataset.
                       exclusions='',
+                      # The official AVA evaluator; 'both' adds PySlowFast's (mAP_slowfast).
+                      eval_protocol='activitynet',
                       head=dict(roi_size=7, sampling_ratio=2, dropout_rate=0.3)),
       kinetics700=task_config('classification', 'kinetics700', num_classes=KINETICS700_NUM_CLASSES,
                               batch_size=64, input=clips, transfer_steps=kinetics_steps,

@@ -8,6 +8,7 @@ fall-back, PASCAL VOC AP, 50 detections per keyframe, exclusions).
 import collections
 import contextlib
 import csv
+import heapq
 import io
 import json
 import math
@@ -329,3 +330,220 @@ def test_read_exclusions(tmp_path):
   assert ava.read_exclusions(path) == {('abc', 902), ('abc', 1798)}
   with pytest.raises(ValueError, match=r'excluded\.csv:1'):
     ava.read_exclusions(write(tmp_path, 'abc\n', 'excluded.csv'))
+
+
+# ------------------------------------------- the two reference evaluators ---
+# A literal re-statement of each reference, in plain loops over the rows, to
+# check `ava.evaluate(protocol=...)` against. The readers are where the two
+# differ (ActivityNet `get_ava_performance.py` at 3fee089, `read_csv`; PySlowFast
+# `slowfast/utils/ava_eval_helper.py`, `read_csv` and `get_ava_eval_data`); the
+# evaluator after them (`run_evaluation` into `ava/object_detection_evaluation.py`,
+# `per_image_evaluation.py`, `metrics.py`) is the same code in both.
+
+
+def reference_key(video, timestamp):
+  return f'{video},{int(timestamp):04d}'
+
+
+def reference_read(path, class_ids, protocol, capacity=0, load_score=False):
+  """image key -> [(box y1x1y2x2, label, score)] as each reference reader lists it."""
+  per_image = {}  # Insertion order, as the references' defaultdicts.
+  with open(path, newline='') as file:
+    for row in csv.reader(file):
+      action = int(row[6])
+      if action not in class_ids:
+        continue
+      x1, y1, x2, y2 = (float(value) for value in row[2:6])
+      # Ground truth's 8th column is a person id, never a score (the official
+      # reader would parse it as one and crash on the fixture's `3_`).
+      score = float(row[7]) if load_score else 1.0
+      entries = per_image.setdefault(reference_key(row[0], row[1]), [])
+      if protocol == 'slowfast':
+        entries.append(((y1, x1, y2, x2), action, score))
+      elif capacity < 1 or len(entries) < capacity:
+        heapq.heappush(entries, (score, action, y1, x1, y2, x2))
+      elif score > entries[0][0]:
+        heapq.heapreplace(entries, (score, action, y1, x1, y2, x2))
+  if protocol == 'slowfast':
+    return per_image
+  # ActivityNet lists the heap by descending score (a stable sort of the heap).
+  return {key: [((y1, x1, y2, x2), action, score) for score, action, y1, x1, y2, x2
+                in sorted(entries, key=lambda entry: -entry[0])]
+          for key, entries in per_image.items()}
+
+
+def reference_iou(box, other):
+  height = max(0.0, min(box[2], other[2]) - max(box[0], other[0]))
+  width = max(0.0, min(box[3], other[3]) - max(box[1], other[1]))
+  intersection = height * width
+  area = (box[2] - box[0]) * (box[3] - box[1])
+  other_area = (other[2] - other[0]) * (other[3] - other[1])
+  return intersection / (area + other_area - intersection)
+
+
+def reference_voc_ap(scores, true_positive, num_groundtruth):
+  if not scores:
+    return 0.0
+  order = np.argsort(np.array(scores, dtype=float))[::-1]  # As metrics.py ranks.
+  precision, recall, hits = [], [], 0
+  for rank, index in enumerate(order, start=1):
+    hits += true_positive[index]
+    precision.append(hits / rank)
+    recall.append(hits / num_groundtruth)
+  recall = [0.0] + recall + [1.0]
+  precision = [0.0] + precision + [0.0]
+  for index in range(len(precision) - 2, -1, -1):
+    precision[index] = max(precision[index], precision[index + 1])
+  return sum((recall[index] - recall[index - 1]) * precision[index]
+             for index in range(1, len(recall)) if recall[index] != recall[index - 1])
+
+
+def reference_evaluate(groundtruth_path, detections_path, labelmap, excluded,
+                       protocol, capacity):
+  """{class id: AP} of one reference (NaN without ground truth)."""
+  class_ids = set(labelmap)
+  excluded_keys = {reference_key(video, timestamp) for video, timestamp in excluded}
+  groundtruth = reference_read(groundtruth_path, class_ids, protocol)
+  detections = reference_read(detections_path, class_ids, protocol, capacity,
+                              load_score=True)
+  num_groundtruth = collections.Counter()
+  for key, entries in groundtruth.items():
+    if key not in excluded_keys:
+      num_groundtruth.update(label for _, label, _ in entries)
+  scores = collections.defaultdict(list)
+  true_positive = collections.defaultdict(list)
+  for key, entries in detections.items():  # Images in order of first appearance.
+    if key in excluded_keys:
+      continue
+    valid = [(box, label, score) for box, label, score in entries
+             if box[0] < box[2] and box[1] < box[3]]
+    truth = groundtruth.get(key, [])
+    for class_id in sorted({label for _, label, _ in valid}):
+      class_truth = [box for box, label, _ in truth if label == class_id]
+      taken = [False] * len(class_truth)
+      for box, label, score in valid:  # The reader's order.
+        if label != class_id:
+          continue
+        hit = False
+        if class_truth:
+          overlaps = [reference_iou(box, other) for other in class_truth]
+          best = overlaps.index(max(overlaps))  # np.argmax: first on ties.
+          if overlaps[best] >= ava.IOU_THRESHOLD and not taken[best]:
+            hit = taken[best] = True
+        scores[class_id].append(score)
+        true_positive[class_id].append(hit)
+  return {class_id: (reference_voc_ap(scores[class_id], true_positive[class_id],
+                                      num_groundtruth[class_id])
+                     if num_groundtruth[class_id] else math.nan)
+          for class_id in labelmap}
+
+
+def write_protocol_detections(path):
+  """Detections on the real slice that the two references score differently.
+
+  Per keyframe 1-4 detector boxes (a jittered copy of a true box first in the
+  file, then the exact box, then random boxes, some flat), each scored for its
+  true classes and a random ~30% of all 80, at scores in steps of 0.05 (ties
+  within and across keyframes): many keyframes hold more than 50 rows of the 60
+  evaluated classes, some fewer, and rows of the 20 others count only until
+  the label map drops them. Boxes go to the file in shuffled blocks, so a
+  keyframe's rows are spread out; a video without ground truth is added.
+  """
+  rng = np.random.default_rng(7)
+  truth = collections.defaultdict(lambda: collections.defaultdict(set))
+  for row in fixture_rows():
+    box = tuple(float(value) for value in row[2:6])  # x1, y1, x2, y2
+    truth[(row[0], int(row[1]))][box].add(int(row[6]))
+  keyframes = list(truth) + [('no_truth_video', 902 + index) for index in range(5)]
+  blocks = []
+  for video, timestamp in keyframes:
+    true_boxes = list(truth[(video, timestamp)].items()) or [((0.1, 0.1, 0.6, 0.9), set())]
+    box, classes = true_boxes[rng.integers(len(true_boxes))]
+    jitter = np.clip(np.array(box) + rng.uniform(-0.06, 0.06, 4), 0, 1)
+    boxes = [(tuple(jitter), classes, 0.0), (box, classes, 0.2)]
+    for _ in range(rng.integers(0, 3)):
+      x1, y1 = rng.uniform(0, 0.5, 2)
+      boxes.append(((x1, y1, x1 + 0.4, y1 + 0.5), set(), 0.0))
+    if rng.random() < 0.1:
+      boxes.append(((0.3, 0.2, 0.3, 0.8), classes, 0.3))  # x1 == x2: dropped.
+    for count in rng.integers(1, len(boxes) + 1, 1):
+      boxes = boxes[:count]
+    for box, classes, bonus in boxes:
+      lines = []
+      for class_id in range(1, 81):
+        if class_id in classes or rng.random() < 0.3:
+          score = min(1.0, bonus * (class_id in classes) + rng.integers(0, 17) / 20)
+          lines.append(f'{video},{timestamp:04d},{box[0]:.3f},{box[1]:.3f},'
+                       f'{box[2]:.3f},{box[3]:.3f},{class_id},{score:.4f}\n')
+      blocks.append(lines)
+  rng.shuffle(blocks)
+  with open(path, 'w') as file:
+    file.writelines(line for block in blocks for line in block)
+  # Leave out every 20th true keyframe and one keyframe without truth.
+  return set(list(truth)[::20]) | {('no_truth_video', 903)}
+
+
+@pytest.fixture(scope='module')
+def protocol_case(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp('protocols') / 'detections.csv')
+  excluded = write_protocol_detections(path)
+  labelmap, _ = ava.read_labelmap(LABELMAP_60)
+  references = {
+      protocol: reference_evaluate(GROUNDTRUTH, path, labelmap, excluded, protocol,
+                                   capacity=ava.DETECTIONS_PER_IMAGE)
+      for protocol in ava.PROTOCOLS}
+  references['activitynet_uncapped'] = reference_evaluate(
+      GROUNDTRUTH, path, labelmap, excluded, 'activitynet', capacity=0)
+  return path, excluded, labelmap, references
+
+
+def nan_mean(average_precision):
+  return np.nanmean(list(average_precision.values()))
+
+
+def test_the_synthetic_detections_tell_the_references_apart(protocol_case):
+  path, excluded, _, references = protocol_case
+  rows_per_keyframe = collections.Counter()
+  labelmap, ids = ava.read_labelmap(LABELMAP_60)
+  with open(path, newline='') as file:
+    for row in csv.reader(file):
+      rows_per_keyframe[(row[0], int(row[1]))] += int(row[6]) in ids
+  assert sum(count > 50 for count in rows_per_keyframe.values()) > 100
+  assert sum(count <= 50 for count in rows_per_keyframe.values()) > 100
+  assert excluded
+  # Without these gaps, a swap of the protocols or a dropped cap could pass unseen.
+  for other in ('slowfast', 'activitynet_uncapped'):
+    gaps = [abs(references['activitynet'][c] - references[other][c]) for c in labelmap
+            if not math.isnan(references[other][c])]
+    assert max(gaps) > 1e-2 and sum(gap > 1e-6 for gap in gaps) > 10
+
+
+@pytest.mark.parametrize('protocol', ava.PROTOCOLS)
+def test_each_protocol_equals_its_reference_on_the_real_slice(protocol_case, protocol):
+  path, excluded, labelmap, references = protocol_case
+  ids = set(labelmap)
+  result = ava.evaluate(ava.read_csv(GROUNDTRUTH, ids),
+                        ava.read_csv(path, ids, load_scores=True), labelmap,
+                        excluded_keys=excluded, protocol=protocol)
+  expected = references[protocol]
+  ours = {int(class_id): item['ap'] for class_id, item in result['per_class'].items()}
+  assert ours.keys() == expected.keys()
+  np.testing.assert_allclose([ours[c] for c in expected], list(expected.values()),
+                             atol=1e-6, rtol=0)  # NaN where the reference has NaN.
+  assert result['mAP'] == pytest.approx(nan_mean(expected), abs=1e-6)
+
+
+def test_cli_scores_each_protocol(protocol_case):
+  path, _, _, _ = protocol_case
+  activitynet, slowfast = (run_cli('--groundtruth', GROUNDTRUTH, '--detections', path,
+                                   '--labelmap', LABELMAP_60, '--protocol', protocol)['mAP']
+                           for protocol in ava.PROTOCOLS)
+  assert activitynet != slowfast
+
+
+def test_slowfast_has_no_cap_to_set():
+  with pytest.raises(ValueError, match='protocol=slowfast reads every detection'):
+    ava.evaluate(*adversarial_case(), LABELMAP, detections_per_image=50,
+                 protocol='slowfast')
+  with pytest.raises(ValueError, match="protocol='voc'"):
+    ava.evaluate(*adversarial_case(), LABELMAP, protocol='voc')

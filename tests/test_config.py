@@ -38,6 +38,9 @@ def test_demo_config_is_valid():
      'config.tasks.synthetic_cls.transfer_steps'),
     (lambda c: c.schedule.phases[0].update(steps=0),
      'config.schedule.phases[0].steps=0: expected a positive int'),
+    (lambda c: c.tasks.synthetic_loc.update(eval_protocol='voc'),
+     "config.tasks.synthetic_loc.eval_protocol='voc': expected one of "
+     "['activitynet', 'slowfast', 'both']"),
 ])
 def test_mistakes_name_the_field(mutate, message):
   config = demo()

@@ -123,6 +123,33 @@ def test_localisation_evaluates_the_eval_classes_without_excluded_keyframes(tmp_
   assert [key for key in metrics if key.startswith('AP/')] == ['AP/1']
 
 
+@pytest.mark.parametrize('eval_protocol, expected', [
+    ('activitynet', {'mAP': 1.0, 'mAP_head': 1.0}),
+    ('slowfast', {'mAP': 0.5, 'mAP_head': 0.5}),
+    ('both', {'mAP': 1.0, 'mAP_head': 1.0, 'mAP_slowfast': 0.5, 'mAP_head_slowfast': 0.5}),
+])
+def test_localisation_reports_the_configured_ava_protocols(tmp_path, eval_protocol, expected):
+  config = ml_collections.ConfigDict(dict(kind='localisation', num_classes=1,
+                                          eval_protocol=eval_protocol))
+  task = tasks_lib.make_task('task', config, train_class_counts=[5])  # The one class is 'head'.
+  truth = [0.1, 0.1, 0.5, 0.5]
+  near = [0.1, 0.1, 0.5, 0.45]  # IoU 0.9 with the truth.
+  # One keyframe, one true box; the detector's first box overlaps it with score 0.3, its second is
+  # exact with score 0.9. ActivityNet visits by score: 0.9 is the TP, 0.3 a FP -> AP 1. PySlowFast
+  # visits in row order: 0.3 takes the truth, 0.9 is a FP and ranks first -> AP 1/2.
+  outputs = {
+      'boxes': np.array([[near, truth]], np.float32), 'box_mask': np.ones((1, 2), bool),
+      'gt_boxes': np.array([[truth, truth]], np.float32),
+      'gt_box_mask': np.array([[True, False]]),
+      'gt_labels': np.array([[[1], [0]]], np.float32),
+      'scores': np.array([[[0.3], [0.9]]], np.float32),
+      'video_index': np.array([0]), 'timestamp': np.array([902]), 'mask': np.ones(1, bool)}
+  metrics = task.evaluate(outputs, video_ids=['video_a'], output_dir=tmp_path)
+  # Mid and tail hold no class (NaN).
+  assert {key: value for key, value in metrics.items()
+          if key.startswith('mAP') and not math.isnan(value)} == expected
+
+
 def test_classification_evaluation_by_hand_with_views_and_padding():
   task = make_task('classification', 6)
   # Five videos, labels 0, 0, 0, 1, 2. Videos 0-3 have two identical views: the label ranks 1st,

@@ -7,6 +7,7 @@ import pathlib
 import ml_collections
 
 from vivit_cofinetune import tasks as tasks_lib
+from vivit_cofinetune.tasks import localisation
 
 # Mixture weights may be numbers or one of these rules (see data/mixture.py).
 WEIGHT_RULES = ('steps', 'size')
@@ -74,6 +75,10 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int,
     factor = task.get('learning_rate_factor', 1.0)
     if not isinstance(factor, numbers.Real) or factor < 0:
       raise ConfigError(f'{field}.learning_rate_factor={factor!r}: expected a number >= 0')
+    protocol = task.get('eval_protocol', 'activitynet')
+    if protocol not in localisation.EVAL_PROTOCOLS:
+      raise ConfigError(f'{field}.eval_protocol={protocol!r}: expected one of '
+                        f'{list(localisation.EVAL_PROTOCOLS)}')
 
   phases = config.get('schedule', {}).get('phases')
   if not phases:

@@ -1,42 +1,56 @@
-"""AVA frame-mAP with the semantics of the official ActivityNet evaluator.
+"""AVA frame-mAP with the semantics of either reference evaluator (`protocol`).
 
-The reference is `Evaluation/get_ava_performance.py` of activitynet/ActivityNet at
-commit 3fee089 (the version that takes an exclusions file, used for AVA v2.1/v2.2),
-with its `ava/` PASCAL VOC code. What it does, and so what we do:
+Both references feed the same PASCAL VOC code (ActivityNet's `ava/`, copied
+unchanged into PySlowFast's `ava_evaluation/`); they differ only in how their
+readers hand rows to it:
+
+* `activitynet` (the default): `Evaluation/get_ava_performance.py` of
+  activitynet/ActivityNet at commit 3fee089 (the version that takes an
+  exclusions file, used for AVA v2.1/v2.2). Its `read_csv` keeps at most 50
+  detections per (video, timestamp) image in a bounded min-heap and lists each
+  image's rows by descending score, ties in heap order. This is the official
+  challenge number, so it is the default.
+* `slowfast`: PySlowFast's in-training copy (`slowfast/utils/ava_eval_helper.py`,
+  `evaluate_ava` / `get_ava_eval_data` / `run_evaluation`). Every detection is
+  kept (no cap) and each image's rows stay in the order they arrived, so
+  per-image matching visits them in file order, not by score, and tied scores
+  reach the final ranking in that order. Most published AVA numbers were
+  computed this way.
+
+What both do, and so what we do:
 
 * Only rows whose class id is in the label map are read (others are dropped
-  silently by the official tool; we log a warning with the count).
+  silently by the references; we log a warning with the count).
 * Ground truth keeps every row, duplicates included: each row is one instance.
 * Excluded (video, timestamp) keys are removed from ground truth and detections.
-* Detections keep at most 50 rows per (video, timestamp) image, over all classes,
-  chosen exactly as the official reader's bounded min-heap chooses them (ties at
-  the cut-off included), then ordered by descending score within the image.
-* Detections with y1 >= y2 or x1 >= x2 are dropped after that cut.
-* Per image and class, detections are visited in that order; each is matched to
-  the ground-truth box of its class with the highest IoU (first one on exact
-  ties). It is a true positive if that IoU >= 0.5 and that box is not matched
-  yet; otherwise a false positive (no fall-back to the next-best box).
+* `activitynet` only: detections keep at most 50 rows per image, over all
+  classes, chosen exactly as the reader's bounded min-heap chooses them (ties
+  at the cut-off included), then ordered by descending score within the image.
+* Detections with y1 >= y2 or x1 >= x2 are dropped (after the cut).
+* Per image and class, detections are visited in the reader's order; each is
+  matched to the ground-truth box of its class with the highest IoU (first one
+  on exact ties). It is a true positive if that IoU >= 0.5 and that box is not
+  matched yet; otherwise a false positive (no fall-back to the next-best box).
   Detections in images without ground truth are false positives.
 * Per class, scores are concatenated image by image (images in order of first
   appearance in the detections) and ranked with numpy's default argsort,
-  reversed, as the official code does, so tied scores give the same AP.
+  reversed, as the references do, so tied scores give the same AP.
 * AP is PASCAL VOC: precision made monotone, summed over recall change points.
   Classes without ground truth get NaN and are left out of the mean.
 
-Deviations, all on input the official tool would crash on or silently accept:
+Deviations, all on input the references would crash on or silently accept:
 malformed rows and boxes outside [0, 1] raise a ValueError naming the file and
 line, inverted ground-truth boxes one naming the keyframe; the 8th column of
 ground truth (person id) is never parsed, so a malformed one such as `3_` is
 harmless (the official reader parses it as a score and crashes). Where two
 distinct ground-truth boxes of a class tie exactly for a detection's best IoU,
-we use the order the official reader gives 7-column ground truth (its heap
-order). SlowFast's in-training copy of the evaluator differs from the official
-one (no 50-per-keyframe cap, file order within a keyframe); we follow the
-official one. docs/benchmarks.md records the bit-exact comparison.
+we use the order each reader gives ground truth (ActivityNet: its heap order;
+PySlowFast: file order). docs/benchmarks.md records the bit-exact comparison
+with the official tool.
 
   python -m vivit_cofinetune.metrics.ava --groundtruth G.csv --detections D.csv \
-      --labelmap L.pbtxt [--exclusions E.csv] [--train_groundtruth T.csv] \
-      [--group_thresholds low,high]
+      --labelmap L.pbtxt [--protocol activitynet|slowfast] [--exclusions E.csv] \
+      [--train_groundtruth T.csv] [--group_thresholds low,high]
 """
 
 import argparse
@@ -53,7 +67,9 @@ from etils import epath
 import numpy as np
 
 IOU_THRESHOLD = 0.5
+# ActivityNet's reader cap; PySlowFast's reader has none.
 DETECTIONS_PER_IMAGE = 50
+PROTOCOLS = ('activitynet', 'slowfast')
 _COMMA, _NEWLINE, _CARRIAGE_RETURN, _ZERO = 44, 10, 13, 48
 
 
@@ -388,14 +404,24 @@ def evaluate(groundtruth: Annotations, detections: Annotations,
              excluded_keys: Iterable[tuple[str, int]] | None = None,
              train_class_counts: dict[int, int] | None = None,
              group_thresholds: tuple[float, float] | None = None,
-             detections_per_image: int = DETECTIONS_PER_IMAGE) -> dict:
+             detections_per_image: int | None = None,
+             protocol: str = 'activitynet') -> dict:
   """Frame-mAP@0.5IoU over the label map's classes, per class and per group.
 
   Returns {'mAP', 'per_class': {'<id>': {'name', 'ap', 'num_groundtruth'}},
   'groups'} with 'groups' only when `train_class_counts` is given (see
-  `frequency_groups`). `detections_per_image` is the official reader's cap
-  (0 = no cap).
+  `frequency_groups`). `protocol` names the reference evaluator (see the
+  module docstring). `detections_per_image` is ActivityNet's reader cap
+  (None = its 50; 0 = no cap); the slowfast reader has none.
   """
+  if protocol not in PROTOCOLS:
+    raise ValueError(f'protocol={protocol!r}: expected one of {PROTOCOLS}.')
+  if protocol == 'slowfast' and detections_per_image:
+    raise ValueError('protocol=slowfast reads every detection; '
+                     f'detections_per_image={detections_per_image} needs '
+                     'protocol=activitynet.')
+  if detections_per_image is None:
+    detections_per_image = DETECTIONS_PER_IMAGE if protocol == 'activitynet' else 0
   classes = np.array(sorted(labelmap), dtype=np.int64)
   if not classes.size or classes.min() < 1:
     raise ValueError('labelmap must hold class ids >= 1.')
@@ -412,27 +438,27 @@ def evaluate(groundtruth: Annotations, detections: Annotations,
     raise ValueError('groundtruth box with y1 > y2 or x1 > x2 at '
                      f'{row.video_id[0]},{row.timestamp[0]}: {row.boxes[0]}.')
 
-  # Detections: the reader's per-image cap and order, then validity filter.
+  # Detections: the protocol's reader picks each image's rows and the order they
+  # are visited in; then the validity filter.
   image_rank = _first_appearance_rank(image_of_detection)
-  keep, detection_heap_position = _reader_selection(
-      image_of_detection, detections, detections_per_image)
+  keep, detection_visit = _reader_rows(image_of_detection, detections,
+                                       protocol, detections_per_image)
   keep &= image_of_detection >= 0
   keep &= ((detections.boxes[:, 0] < detections.boxes[:, 2]) &
            (detections.boxes[:, 1] < detections.boxes[:, 3]))
   rows = np.flatnonzero(keep)
   detections = detections.select(rows)
   image_of_detection = image_of_detection[rows]
-  detection_order = np.lexsort((detection_heap_position[rows], -detections.score,
+  detection_order = np.lexsort((detection_visit[rows],
                                 image_rank[image_of_detection],
                                 detections.label))
   detections = detections.select(detection_order)
   image_of_detection = image_of_detection[detection_order]
 
   # Ground truth: grouped by (class, image) in the reader's order.
-  _, gt_heap_position = _reader_selection(
-      image_of_gt, groundtruth, capacity=0,
-      score=np.ones(len(groundtruth)))
-  gt_order = np.lexsort((gt_heap_position, image_of_gt, groundtruth.label))
+  _, gt_visit = _reader_rows(image_of_gt, groundtruth, protocol, capacity=0,
+                             score=np.ones(len(groundtruth)))
+  gt_order = np.lexsort((gt_visit, image_of_gt, groundtruth.label))
   groundtruth = groundtruth.select(gt_order)
   image_of_gt = image_of_gt[gt_order]
 
@@ -542,7 +568,24 @@ def _first_appearance_rank(image):
   return rank
 
 
-def _reader_selection(image, annotations, capacity, score=None):
+def _reader_rows(image, annotations, protocol, capacity, score=None):
+  """Which rows a protocol's reader hands the evaluator, and in what order.
+
+  ActivityNet's reader keeps each image's rows in a bounded heap and lists them
+  by descending score, ties in heap order (see `_reader_selection`); PySlowFast's
+  appends every row to its image's list as it comes. Returns (keep bool [N],
+  visit int64 [N]): an image's kept rows sorted by `visit` are the reader's list.
+  """
+  if protocol == 'slowfast':
+    return np.ones(len(image), bool), np.arange(len(image))
+  score = annotations.score if score is None else score
+  keep, heap_position = _reader_selection(image, annotations, capacity, score)
+  visit = np.empty(len(image), np.int64)
+  visit[np.lexsort((heap_position, -score))] = np.arange(len(image))
+  return keep, visit
+
+
+def _reader_selection(image, annotations, capacity, score):
   """Which rows the official reader keeps per image, and their heap positions.
 
   The reader pushes (score, label, y1, x1, y2, x2) into a min-heap of at most
@@ -554,7 +597,6 @@ def _reader_selection(image, annotations, capacity, score=None):
   simulated exactly (heapq) for the few images with such ties, 0 elsewhere.
   Returns (keep bool [N], heap_position int [N]).
   """
-  score = annotations.score if score is None else score
   rows = len(score)
   keep = np.ones(rows, bool)
   valid = image >= 0
@@ -713,6 +755,13 @@ def _json_ready(value):
 
 def main(argv: Sequence[str] | None = None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument(
+      '--protocol', choices=PROTOCOLS, default='activitynet',
+      help='activitynet (default): the official ActivityNet evaluator, which '
+      'keeps the 50 top-scoring detections per keyframe and visits them by '
+      'score; the official challenge number. slowfast: PySlowFast\'s '
+      'in-training copy, which keeps every detection in file order; most '
+      'published AVA numbers come from it.')
   parser.add_argument('--groundtruth', required=True)
   parser.add_argument('--detections', required=True)
   parser.add_argument('--labelmap', required=True)
@@ -721,8 +770,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
                       help='training CSV; its class counts define head/mid/tail')
   parser.add_argument('--group_thresholds', default=None,
                       help='low,high train counts: tail < low <= mid < high <= head')
-  parser.add_argument('--detections_per_image', type=int,
-                      default=DETECTIONS_PER_IMAGE)
+  parser.add_argument('--detections_per_image', type=int, default=None,
+                      help=f'activitynet only: the reader cap per keyframe '
+                      f'(default {DETECTIONS_PER_IMAGE}; 0 = none)')
   args = parser.parse_args(argv)
   labelmap, class_ids = read_labelmap(args.labelmap)
   train_counts = None
@@ -738,7 +788,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
   result = evaluate(read_csv(args.groundtruth, class_ids),
                     read_csv(args.detections, class_ids, load_scores=True),
                     labelmap, read_exclusions(args.exclusions), train_counts,
-                    thresholds, args.detections_per_image)
+                    thresholds, args.detections_per_image, args.protocol)
   print(json.dumps(_json_ready(result), indent=1))
   return result
 

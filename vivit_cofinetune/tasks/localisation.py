@@ -17,6 +17,12 @@ from vivit_cofinetune.metrics import ava
 from vivit_cofinetune.models import heads
 from vivit_cofinetune.tasks import base
 
+# `config.tasks.<name>.eval_protocol` -> the AVA protocols it reports (see metrics/ava.py). The first
+# keeps the plain metric names (mAP, mAP_head, AP/<id>, chance_mAP); with 'both', slowfast's mAP and
+# group mAPs follow with its name appended (mAP_slowfast, mAP_head_slowfast).
+EVAL_PROTOCOLS = {'activitynet': ('activitynet',), 'slowfast': ('slowfast',),
+                  'both': ('activitynet', 'slowfast')}
+
 
 class LocalisationTask(base.Task):
   """Sigmoid cross-entropy over the valid boxes of each clip's keyframe."""
@@ -44,6 +50,7 @@ class LocalisationTask(base.Task):
     exclusions = ([config.exclusions] if config.get('exclusions') else
                   self.evaluation_files.get('exclusions', []))
     self.excluded_keys = set().union(*map(ava.read_exclusions, exclusions)) if exclusions else None
+    self.eval_protocols = EVAL_PROTOCOLS[config.get('eval_protocol', 'activitynet')]
     self._groundtruth = None
     self._chance_map = None
 
@@ -94,21 +101,28 @@ class LocalisationTask(base.Task):
       ava.write_csv(path, detections)
       # Scored as written (boxes at 3 decimals, scores at 4), exactly what the CLI reads back.
       detections = ava.read_csv(path, class_whitelist=self.labelmap, load_scores=True)
-    result = ava.evaluate(groundtruth, detections, self.labelmap,
-                          excluded_keys=self.excluded_keys,
-                          train_class_counts=self._train_counts_by_id(),
-                          group_thresholds=self.config.get('group_thresholds'))
+    results = {protocol: ava.evaluate(groundtruth, detections, self.labelmap,
+                                      excluded_keys=self.excluded_keys,
+                                      train_class_counts=self._train_counts_by_id(),
+                                      group_thresholds=self.config.get('group_thresholds'),
+                                      protocol=protocol)
+               for protocol in self.eval_protocols}
+    first = results[self.eval_protocols[0]]
     if self._chance_map is None:
       # The same boxes scored at random: the mAP of a model that learned nothing. The boxes and
       # the truth do not change between evaluations, so once per run is enough.
       random_scores = np.random.default_rng(0).uniform(size=outputs['scores'].shape)
       self._chance_map = ava.evaluate(groundtruth, self._annotations(
           outputs, video_ids, boxes, outputs['box_mask'], random_scores,
-          are_scores=True), self.labelmap, excluded_keys=self.excluded_keys)['mAP']
-    metrics = {'mAP': result['mAP'], 'chance_mAP': self._chance_map}
-    for group, values in result.get('groups', {}).items():
-      metrics[f'mAP_{group}'] = values['mAP']
-    for class_id, values in result['per_class'].items():
+          are_scores=True), self.labelmap, excluded_keys=self.excluded_keys,
+          protocol=self.eval_protocols[0])['mAP']
+    metrics = {'mAP': first['mAP'], 'chance_mAP': self._chance_map}
+    for protocol, result in results.items():
+      suffix = '' if result is first else f'_{protocol}'
+      metrics[f'mAP{suffix}'] = result['mAP']
+      for group, values in result.get('groups', {}).items():
+        metrics[f'mAP_{group}{suffix}'] = values['mAP']
+    for class_id, values in first['per_class'].items():
       if values['num_groundtruth']:  # AP is undefined for a class absent from the eval split.
         metrics[f'AP/{class_id}'] = values['ap']
     return metrics
