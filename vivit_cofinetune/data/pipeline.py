@@ -467,17 +467,19 @@ def _classification_views(example: dict[str, tf.Tensor], settings: _Settings,
   return tf.stack(views)
 
 
-def _eval_frames(frames: tf.Tensor, settings: _Settings) -> tuple[tf.Tensor, tf.Tensor]:
-  """Whole eval frames at the model's input size, and where the picture lies on them.
+def eval_frames(frames: tf.Tensor, *, crop_size: int, mean: tuple[float, ...],
+                eval_resize: str = 'letterbox') -> tuple[tf.Tensor, tf.Tensor]:
+  """Whole eval frames uint8 [T, crop_size, crop_size, 3], and where the picture lies on them.
 
   'letterbox' keeps the aspect ratio (the long side fits, the rest is the mean colour, which the
   device normalises to 0); 'stretch' resizes to the square. The placement [4] (y0, x0, h, w) in [0, 1]
-  maps frame boxes onto the model input.
+  maps frame boxes onto the model input. Public so that tools/visualise.py prepares a video's frames
+  exactly as localisation evaluation does.
   """
-  if settings.eval_resize == 'stretch':
-    return _to_crop(frames, settings), tf.constant([0.0, 0.0, 1.0, 1.0])
-  pad_value = tuple(255.0 * value for value in settings.mean)
-  video, placement = video_ops.letterbox(frames, settings.crop_size, pad_value)
+  if eval_resize == 'stretch':
+    return video_ops.resize_uint8(frames, crop_size), tf.constant([0.0, 0.0, 1.0, 1.0])
+  pad_value = tuple(255.0 * value for value in mean)
+  video, placement = video_ops.letterbox(frames, crop_size, pad_value)
   return _round_to_uint8(video), placement
 
 
@@ -506,8 +508,9 @@ def _eval_example(video_index: tf.Tensor, example: dict[str, tf.Tensor], setting
                                         settings.frame_stride)
   indices = video_ops.clip_indices(length, start, settings.num_frames, settings.frame_stride, 'clamp')
   # The whole frame goes in (no crop), so that no detection is cut off.
-  video, placement = _eval_frames(reader.read(video, indices, tf.stack([0, 0, height, width])),
-                                  settings)
+  video, placement = eval_frames(reader.read(video, indices, tf.stack([0, 0, height, width])),
+                                 crop_size=settings.crop_size, mean=settings.mean,
+                                 eval_resize=settings.eval_resize)
   confident = example['detector_scores'] >= settings.detector_score_threshold
   scores = tf.boolean_mask(example['detector_scores'], confident)
   order = tf.argsort(scores, direction='DESCENDING', stable=True)

@@ -7,9 +7,9 @@
       --output=/tmp/prediction.npz
 
 --checkpoint is a converted-checkpoint directory (params/ and config.json, from
-tools.convert_checkpoint) or a training workdir (its latest checkpoint; workdirs keep no config, so
---config must name the experiment config it was trained with). With --config, the model and the
-heads come from the config (config.model, config.tasks); otherwise from DIR/config.json.
+tools.convert_checkpoint) or a training workdir (its latest checkpoint, and the experiment config
+the trainer saved as config.json). With --config, the model and the heads come from the config
+(config.model, config.tasks); otherwise from DIR/config.json.
 The clip is float [T, H, W, 3] or [B, T, H, W, 3], already normalised as in training; a
 localisation head also takes --boxes [N, 4] (the same boxes for every clip) or [B, N, 4], y1, x1,
 y2, x2 in [0, 1].
@@ -103,6 +103,102 @@ def _boxes(boxes: np.ndarray | None, num_clips: int, kind: str, task: str) -> np
   return boxes
 
 
+def _workdir_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
+  """The experiment config a training run saved as WORKDIR/config.json."""
+  config = ml_collections.ConfigDict(json.loads((workdir / 'config.json').read_text()))
+  config.model.patch_size = tuple(config.model.patch_size)  # JSON has no tuples
+  return config
+
+
+def load_config(checkpoint_dir: str | pathlib.Path,
+                config: ml_collections.ConfigDict | None = None
+                ) -> tuple[ml_collections.ConfigDict | None, ml_collections.ConfigDict, dict, str]:
+  """(experiment config or None, model config, {head name: task config}, where they came from).
+
+  The experiment config is `config`, else a training workdir's config.json; a converted checkpoint
+  without `config` has none, only the model and heads of its config.json.
+  """
+  checkpoint_dir = pathlib.Path(checkpoint_dir)
+  if not ((checkpoint_dir / 'params').is_dir() or (checkpoint_dir / 'checkpoints').is_dir()):
+    raise PredictError(f'--checkpoint={checkpoint_dir}: expected a converted checkpoint (params/, '
+                       'config.json) or a training workdir (checkpoints/)')
+  if config is None and (checkpoint_dir / 'checkpoints').is_dir() and (
+      checkpoint_dir / 'config.json').is_file():
+    config = _workdir_config(checkpoint_dir)
+    source = f'{checkpoint_dir / "config.json"}'
+  else:
+    source = 'config.tasks'
+  if config is not None:
+    return config, config.model, dict(config.tasks), source
+  model_config, task_configs = _converted_description(checkpoint_dir)
+  return None, model_config, task_configs, f'{checkpoint_dir / "config.json"}'
+
+
+class Predictor:
+  """Backbone and one head (train=False) of a checkpoint, for predicting on many clips.
+
+  The params are read, and the forward pass compiled, on the first call. `config` (an experiment
+  config) is needed for a training workdir without config.json; `task` where there are several
+  heads.
+  Attributes: task, kind, head_task (the tasks/ object), task_config, and config (the experiment
+  config, None for a converted checkpoint used without one).
+  """
+
+  def __init__(self, checkpoint_dir: str | pathlib.Path, *,
+               config: ml_collections.ConfigDict | None = None, task: str | None = None):
+    self.checkpoint_dir = pathlib.Path(checkpoint_dir)
+    self.config, self.model_config, task_configs, source = load_config(checkpoint_dir, config)
+    self.task = _choose_task(task, task_configs, source)
+    self.task_config = task_configs[self.task]
+    self.kind = self.task_config.get('kind')
+    if self.kind not in tasks_lib.TASK_KINDS:
+      raise PredictError(f'{source}: task {self.task} has kind {self.kind!r}; expected one of '
+                         f'{sorted(tasks_lib.TASK_KINDS)}')
+    self.head_task = tasks_lib.make_task(self.task, self.task_config)
+    self._params = None
+    self._forward = None
+
+  def _load(self):
+    params = checkpoint.read_params(self.checkpoint_dir)
+    if self.task not in params.get('heads', {}):
+      raise PredictError(f'--task={self.task}: the checkpoint has no params for this head (it has '
+                         f'{sorted(params.get("heads", {}))})')
+    backbone, head_task = vivit.ViViT(**self.model_config), self.head_task
+
+    @jax.jit
+    def forward(params, clips, batch):
+      tokens, pooled = backbone.apply({'params': params['backbone']}, clips, train=False)
+      logits = head_task.head.apply({'params': params['head']},
+                                    *head_task.head_args(tokens, pooled, batch), train=False)
+      return logits, tokens, pooled
+
+    self._params = {'backbone': params['backbone'], 'head': params['heads'][self.task]}
+    self._forward = forward
+
+  def __call__(self, clip: np.ndarray, boxes: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Outputs on clip [T, H, W, 3] or [B, T, H, W, 3] (normalised floats); see `predict`."""
+    clips = _clips(clip)
+    boxes = _boxes(boxes, clips.shape[0], self.kind, self.task)
+    batch = {} if boxes is None else {'boxes': jnp.asarray(boxes)}
+    if self._forward is None:
+      self._load()
+    try:
+      logits, tokens, pooled = self._forward(self._params, clips, batch)
+    except flax.errors.FlaxError as error:  # a param of the wrong shape, or one the model lacks
+      grid = tuple(size // patch
+                   for size, patch in zip(clips.shape[1:4], self.model_config.patch_size))
+      raise PredictError(
+          f'--clip: clips [T, H, W] = {list(clips.shape[1:4])} (token grid {grid}) do not fit '
+          f'--checkpoint={self.checkpoint_dir} with this model config: {error}. Learned position '
+          'embeddings fix the frame count and crop size to those the checkpoint was made for.'
+      ) from error
+    outputs = {'task': self.task, 'kind': self.kind, 'logits': np.asarray(logits),
+               'tokens': np.asarray(tokens)}
+    if pooled is not None:
+      outputs['pooled'] = np.asarray(pooled)
+    return outputs
+
+
 def predict(checkpoint_dir: str | pathlib.Path, clip: np.ndarray, *,
             config: ml_collections.ConfigDict | None = None, boxes: np.ndarray | None = None,
             task: str | None = None) -> dict[str, np.ndarray]:
@@ -110,55 +206,9 @@ def predict(checkpoint_dir: str | pathlib.Path, clip: np.ndarray, *,
 
   Returns {'task', 'kind', 'logits' [B, C] or [B, N, C], 'tokens' [B, t, h, w, D], and 'pooled'
   [B, D] where the backbone has one}. `config` (an experiment config) is needed for a training
-  workdir; `boxes` ([N, 4] or [B, N, 4]) for a localisation head.
+  workdir without config.json; `boxes` ([N, 4] or [B, N, 4]) for a localisation head.
   """
-  checkpoint_dir = pathlib.Path(checkpoint_dir)
-  if not ((checkpoint_dir / 'params').is_dir() or (checkpoint_dir / 'checkpoints').is_dir()):
-    raise PredictError(f'--checkpoint={checkpoint_dir}: expected a converted checkpoint (params/, '
-                       'config.json) or a training workdir (checkpoints/)')
-  if config is not None:
-    model_config, task_configs = config.model, dict(config.tasks)
-    source = 'config.tasks'
-  else:
-    model_config, task_configs = _converted_description(checkpoint_dir)
-    source = f'{checkpoint_dir / "config.json"}'
-  task = _choose_task(task, task_configs, source)
-  kind = task_configs[task].get('kind')
-  if kind not in tasks_lib.TASK_KINDS:
-    raise PredictError(f'{source}: task {task} has kind {kind!r}; expected one of '
-                       f'{sorted(tasks_lib.TASK_KINDS)}')
-  head_task = tasks_lib.make_task(task, task_configs[task])
-  clips = _clips(clip)
-  boxes = _boxes(boxes, clips.shape[0], kind, task)
-  batch = {} if boxes is None else {'boxes': jnp.asarray(boxes)}
-  params = checkpoint.read_params(checkpoint_dir)
-  if task not in params.get('heads', {}):
-    raise PredictError(f'--task={task}: the checkpoint has no params for this head (it has '
-                       f'{sorted(params.get("heads", {}))})')
-  backbone = vivit.ViViT(**model_config)
-
-  @jax.jit
-  def forward(params, clips, batch):
-    tokens, pooled = backbone.apply({'params': params['backbone']}, clips, train=False)
-    logits = head_task.head.apply({'params': params['head']},
-                                  *head_task.head_args(tokens, pooled, batch), train=False)
-    return logits, tokens, pooled
-
-  loaded = {'backbone': params['backbone'], 'head': params['heads'][task]}
-  try:
-    logits, tokens, pooled = forward(loaded, clips, batch)
-  except flax.errors.FlaxError as error:  # a param of the wrong shape, or one the model lacks
-    grid = tuple(size // patch for size, patch in zip(clips.shape[1:4], model_config.patch_size))
-    raise PredictError(
-        f'--clip: clips [T, H, W] = {list(clips.shape[1:4])} (token grid {grid}) do not fit '
-        f'--checkpoint={checkpoint_dir} with this model config: {error}. Learned position '
-        'embeddings fix the frame count and crop size to those the checkpoint was made for.'
-    ) from error
-  outputs = {'task': task, 'kind': kind, 'logits': np.asarray(logits),
-             'tokens': np.asarray(tokens)}
-  if pooled is not None:
-    outputs['pooled'] = np.asarray(pooled)
-  return outputs
+  return Predictor(checkpoint_dir, config=config, task=task)(clip, boxes)
 
 
 def summary(outputs: dict, top_k: int = 3) -> str:
@@ -192,8 +242,8 @@ def _define_flags() -> dict:
       checkpoint=flags.DEFINE_string('checkpoint', None,
                                      'Converted-checkpoint directory or training workdir.'),
       config=config_flags.DEFINE_config_file(
-          'config', None, 'Experiment config (config.model, config.tasks); required for a '
-          'training workdir, optional for a converted checkpoint (default: its config.json).',
+          'config', None, 'Experiment config (config.model, config.tasks); default: the '
+          'checkpoint\'s config.json (a training workdir saves its experiment config there).',
           lock_config=False),
       clip=flags.DEFINE_string('clip', None,
                                '.npy file of a clip [T, H, W, 3] or clips [B, T, H, W, 3].'),

@@ -46,12 +46,12 @@ def video_frames_at(path: str, times: Sequence[float], *, short_side: int,
   asking for every keyframe window of a movie costs one pass. Raises VideoError for a missing or
   undecodable file, or one that decodes to well before the duration its header claims (truncated).
   """
-  with _open_video(path) as (container, stream):
+  with open_video(path) as (container, stream):
     return _decode_at(container, stream, np.asarray(times, np.float64), short_side, jpeg_quality)
 
 
 @contextlib.contextmanager
-def _open_video(path: str):
+def open_video(path: str):
   """(container, its first video stream); any failure to read becomes a VideoError saying why."""
   if not os.path.exists(path):
     raise VideoError('missing file')
@@ -145,7 +145,7 @@ def folder_frames_at(paths: Sequence[str], fps: float, times: Sequence[float], *
 
 def video_duration(path: str) -> float:
   """Seconds the file claims to hold (header), or decoded to the end when it claims nothing."""
-  with _open_video(path) as (container, stream):
+  with open_video(path) as (container, stream):
     claimed = _claimed_duration(container, stream)
     if claimed > 0:
       return claimed
