@@ -10,7 +10,7 @@ from vivit_cofinetune import tasks as tasks_lib
 from vivit_cofinetune.tasks import localisation
 
 # Mixture weights may be numbers or one of these rules (see data/mixture.py).
-WEIGHT_RULES = ('steps', 'size')
+WEIGHT_RULES = ('steps', 'size', 'uniform')
 
 
 class ConfigError(ValueError):
