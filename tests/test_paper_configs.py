@@ -9,13 +9,20 @@ import numpy as np
 import pytest
 
 import fake_releases
+import foreign_checkpoints as foreign
+from vivit_cofinetune import checkpoint
 from vivit_cofinetune import config_lib
 from vivit_cofinetune import evaluate
+from vivit_cofinetune import optim
 from vivit_cofinetune import paper_config
+from vivit_cofinetune import sharding
+from vivit_cofinetune import state as state_lib
+from vivit_cofinetune import tasks as tasks_lib
 from vivit_cofinetune import train
 from vivit_cofinetune.data import mixture
 from vivit_cofinetune.data import pipeline
 from vivit_cofinetune.data import prepare
+from vivit_cofinetune.tools import convert_checkpoint
 
 CONFIGS = pathlib.Path(__file__).parent.parent / 'configs'
 PAPER_CONFIGS = ('ava_kinetics_cofinetune', 'ava_multi_cofinetune', 'avakinetics_cofinetune')
@@ -96,6 +103,31 @@ def test_init_from_is_the_converted_imagenet21k_vit_except_in_local_runs(name):
     assert load(name, local).init_from.path == ''
     # A checkpoint made for the tiny model may still be named.
     assert load(name, f'{local},init=/tmp/tiny').init_from.path == '/tmp/tiny'
+
+
+@pytest.mark.slow
+def test_init_reads_an_image_vit_converted_by_the_docstrings_command(tmp_path):
+  # The docstring's conversion at the local model's size: an image ViT of its width and depth.
+  local = load('ava_multi_cofinetune', 'local=True')
+  model = local.model
+  vit = foreign.image_vit_params(width=model.hidden_size, depth=model.num_layers,
+                                 mlp_dim=model.mlp_dim, num_heads=model.num_heads, patch=(16, 16),
+                                 grid=(14, 14))
+  foreign.write_big_vision_npz(str(tmp_path / 'vit.npz'), vit)
+  converted = tmp_path / 'converted'
+  convert_checkpoint.convert_checkpoint('big_vision_vit', str(tmp_path / 'vit.npz'), str(converted),
+                                        config=local)
+  config = load('ava_multi_cofinetune', f'local=True,init={converted}')
+  mesh = sharding.make_mesh(config.mesh)
+  tasks = {name: tasks_lib.make_task(name, task) for name, task in config.tasks.items()}
+  backbone = state_lib.make_backbone(config.model)
+  optimizer = optim.make_optimizer(config.optimizer)
+  _, shardings = evaluate.abstract_state(config, backbone, tasks, optimizer, mesh,
+                                         sharding.logical_rules(config))
+  params = evaluate.initial_state(config, backbone, tasks, optimizer, shardings).params
+  expected = checkpoint.read_params(converted)['backbone']
+  jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, params['backbone']),
+               expected)
 
 
 @pytest.mark.parametrize('name', PAPER_CONFIGS)
