@@ -12,8 +12,9 @@ as a ratio of one run. Bare decoding is, for JPEG-frame records (the release dat
 decode of as many frames per clip, as far apart, as the pipeline samples (no crop, resize or
 augmentation); for
 tensor records (the synthetic sets), decoding the video tensor. Without --data_dir the config's
-self-rendering datasets are rendered into a temporary directory first; with --fake_releases the test
-suite's fake AVA v2.2 and Kinetics-700 releases are written and prepared there (neither is timed).
+self-rendering datasets are rendered into a temporary directory first; with --fake_releases textured
+AVA v2.2 and Kinetics-700 releases (bench/prepare_speed.py) are written and prepared there (neither is
+timed).
 """
 import argparse
 import json
@@ -84,18 +85,19 @@ def _decoded_videos(task_config: ml_collections.ConfigDict, data_dir: str, batch
   return videos.batch(batch_size, drop_remainder=True).prefetch(2).as_numpy_iterator()
 
 
-def _prepare_fake_releases(data_dir: str) -> int:
-  """Writes the tests' fake AVA v2.2 and Kinetics-700 releases and prepares them; returns Kinetics' classes."""
-  sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                  'tests'))
-  import fake_releases  # pylint: disable=g-import-not-at-top
-  ava = fake_releases.write_ava_release(os.path.join(data_dir, 'ava_release'), num_train_videos=4,
-                                        keyframes_per_video=5)
-  kinetics = fake_releases.write_kinetics_release(os.path.join(data_dir, 'kinetics_release'),
-                                                  clips_per_class=(6, 1, 1))
-  prepare.prepare('ava_v2_2', manual_dir=ava['root'], data_dir=data_dir)
-  prepare.prepare('kinetics700', manual_dir=kinetics['root'], data_dir=data_dir)
-  return len(kinetics['class_names'])
+def _prepare_textured_releases(data_dir: str) -> None:
+  """Writes textured AVA v2.2 and Kinetics-700 releases (bench/prepare_speed.py) and prepares them.
+
+  Textured, not the tests' flat colours: JPEG decoding costs depend on the picture, and flat frames
+  would make decoding look cheaper than it is on real footage.
+  """
+  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+  import prepare_speed  # pylint: disable=g-import-not-at-top
+  releases = os.path.join(data_dir, 'releases')
+  prepare.prepare('ava_v2_2', manual_dir=prepare_speed.write_ava_like(releases, 24),
+                  data_dir=data_dir)
+  prepare.prepare('kinetics700', manual_dir=prepare_speed.write_kinetics_like(releases, 12),
+                  data_dir=data_dir)
 
 
 def measure(config: ml_collections.ConfigDict, task_name: str, data_dir: str, num_batches: int,
@@ -133,7 +135,7 @@ def main():
                       help='TFDS data_dir (default: render the datasets into a temporary directory)')
   parser.add_argument('--batch_size', type=int, default=None, help='per-task batch (default: config)')
   parser.add_argument('--fake_releases', action='store_true',
-                      help='write and prepare the tests\' fake AVA and Kinetics-700 releases first')
+                      help='write and prepare textured AVA and Kinetics-700 releases first')
   parser.add_argument('--json', action='store_true', help='print one JSON object instead of a table')
   args = parser.parse_args()
   tf.config.set_visible_devices([], 'GPU')
@@ -147,7 +149,7 @@ def main():
   with tempfile.TemporaryDirectory(prefix='bench_input_pipeline_') as temporary:
     data_dir = args.data_dir or temporary
     if args.fake_releases:
-      _prepare_fake_releases(data_dir)
+      _prepare_textured_releases(data_dir)
     results = [measure(config, name, data_dir, args.batches, args.rounds) for name in task_names]
   summary = {'config': args.config, 'data_dir': args.data_dir or '(temporary)', 'tasks': results,
              'host': f'{platform.machine()}, {os.cpu_count()} CPUs, load average '

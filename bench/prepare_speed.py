@@ -39,43 +39,54 @@ def _folder_bytes(path: str) -> int:
              for name in names)
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--clips', type=int, default=8)
-  parser.add_argument('--ava_seconds', type=int, default=60)
-  args = parser.parse_args()
-  root = tempfile.mkdtemp()
+def write_kinetics_like(root: str, num_clips: int) -> str:
+  """A Kinetics-700 release of `num_clips` textured 10 s 320x240 clips at 25 fps (+1 val); its path."""
   release = os.path.join(root, 'kinetics')
   os.makedirs(os.path.join(release, 'annotations'))
   for split, folder in (('train', 'train'), ('validate', 'val')):
     rows = ['label,youtube_id,time_start,time_end,split']
-    for index in range(args.clips if split == 'train' else 1):
+    for index in range(num_clips if split == 'train' else 1):
       youtube_id = f'clip{split[:2]}{index:05d}'
       fake_releases.write_video(os.path.join(release, folder, f'{youtube_id}_000000_000010.mp4'),
                                 _frames(250, 240, 320, index), 25)
       rows.append(f'class{index % 2},{youtube_id},0,10,{split}')
     with open(os.path.join(release, 'annotations', f'{split}.csv'), 'w') as file:
       file.write('\n'.join(rows) + '\n')
+  return release
+
+
+def write_ava_like(root: str, seconds: int) -> str:
+  """An AVA release whose one train cut is `seconds` of textured 640x360 video at 30 fps with a
+  keyframe every second (the val part is the tests' fake one); its path."""
+  release = fake_releases.write_ava_release(os.path.join(root, 'ava'), layout='videos_15min',
+                                            num_train_videos=1, keyframes_per_video=1)
+  annotations = os.path.join(release['root'], 'annotations')
+  video_id = release['videos']['train'][0]
+  with open(os.path.join(annotations, 'ava_train_v2.2.csv'), 'w') as file:
+    file.writelines(f'{video_id},{t:04d},0.1,0.2,0.4,0.9,12,0\n'
+                    for t in range(902, 902 + seconds - 4))
+  fake_releases.write_video(os.path.join(release['root'], 'videos_15min', f'{video_id}.mp4'),
+                            _frames(30 * seconds, 360, 640, 0), 30)
+  return release['root']
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--clips', type=int, default=8)
+  parser.add_argument('--ava_seconds', type=int, default=60)
+  args = parser.parse_args()
+  root = tempfile.mkdtemp()
   start = time.monotonic()
-  builder = prepare.prepare('kinetics700', manual_dir=release, data_dir=os.path.join(root, 'tfds'))
+  builder = prepare.prepare('kinetics700', manual_dir=write_kinetics_like(root, args.clips),
+                            data_dir=os.path.join(root, 'tfds'))
   seconds = time.monotonic() - start
   videos = args.clips + 1
   print(f'kinetics700 (10 s clips, 25 fps, short side 256): {seconds / videos * 1000 / 3600:.2f} '
         f'h and {_folder_bytes(builder.data_dir) / videos * 1000 / 2**30:.1f} GiB per 1,000 clips '
         f'on {os.cpu_count()} cores')
-
-  ava_release = fake_releases.write_ava_release(os.path.join(root, 'ava'), layout='videos_15min',
-                                                num_train_videos=1, keyframes_per_video=1)
-  annotations = os.path.join(ava_release['root'], 'annotations')
-  video_id = ava_release['videos']['train'][0]
-  keyframes = range(902, 902 + args.ava_seconds - 4)
-  with open(os.path.join(annotations, 'ava_train_v2.2.csv'), 'w') as file:
-    file.writelines(f'{video_id},{t:04d},0.1,0.2,0.4,0.9,12,0\n' for t in keyframes)
-  fake_releases.write_video(os.path.join(ava_release['root'], 'videos_15min', f'{video_id}.mp4'),
-                            _frames(30 * args.ava_seconds, 360, 640, 0), 30)
+  ava_release = write_ava_like(root, args.ava_seconds)
   start = time.monotonic()
-  builder = prepare.prepare('ava_v2_2', manual_dir=ava_release['root'],
-                            data_dir=os.path.join(root, 'tfds'))
+  builder = prepare.prepare('ava_v2_2', manual_dir=ava_release, data_dir=os.path.join(root, 'tfds'))
   seconds = time.monotonic() - start
   count = builder.info.splits['train'].num_examples + builder.info.splits['validation'].num_examples
   per_keyframe = _folder_bytes(builder.data_dir) / count
