@@ -33,11 +33,9 @@ FINETUNE_STEPS = 10_000
 # batch split across tasks) are not implemented: each step trains one task.
 SAMPLING = ('steps', 'size', 'uniform')
 
-# Public ImageNet-21k ViTs (google-research/vision_transformer); the ViViT paper starts from these.
-IMAGENET21K_VITS = {'B': 'gs://vit_models/imagenet21k/ViT-B_16.npz',
-                    'L': 'gs://vit_models/imagenet21k/ViT-L_16.npz'}
-# Where the converted checkpoint of size S goes by default (`:init=imagenet21k`); the position
-# embeddings are sized for the paper's 32x224x224 clips.
+# Where the public ImageNet-21k ViT-{size}/16 (gs://vit_models/imagenet21k/ViT-{size}_16.npz, the
+# ViViT paper's start), converted as the configs' docstrings say, is read from by default
+# (`:init=imagenet21k`); its position embeddings are sized for the paper's 32x224x224 clips.
 IMAGENET21K_INIT = '~/vivit_checkpoints/vit_i21k_{size}16_to_vivit_32x224'
 
 

@@ -7,8 +7,9 @@ number of steps it would get in the transfer-learning schedule, in a random orde
 is therefore a pure function of (seed, phase, s), and a restarted run sees the same tasks.
 
 Sampling strategies, as mixture weights: 'steps' (the task's transfer-learning steps; the default of
-the paper configs), 'size' (its training-set size: every example is seen about equally often),
-'uniform' (every task of the phase gets the same number of steps), or a positive number.
+the paper configs), 'size' (its training-set size: with equal batch sizes every example is seen about
+equally often), 'uniform' (every task of the phase gets the same number of steps), or a positive
+number.
 """
 from collections.abc import Mapping, Sequence
 import dataclasses
