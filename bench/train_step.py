@@ -226,6 +226,10 @@ def main():
   parser.add_argument('--json', action='store_true', help='print one JSON object instead of a table')
   args = parser.parse_args()
   config = config_lib.load_config_file(args.config)
+  # Step time does not depend on the weights: random ones keep the bench off converted checkpoints
+  # (the paper configs start from one by default).
+  if 'init_from' in config:
+    config.init_from.path = ''
   task_name = args.task or next(iter(config.tasks))
   if task_name not in config.tasks:
     parser.error(f'--task={task_name!r}: expected one of {sorted(config.tasks)} ({args.config})')

@@ -41,6 +41,10 @@ def test_demo_config_is_valid():
     (lambda c: c.tasks.synthetic_loc.update(eval_protocol='voc'),
      "config.tasks.synthetic_loc.eval_protocol='voc': expected one of "
      "['activitynet', 'slowfast', 'both']"),
+    (lambda c: c.tasks.synthetic_loc.update(class_reduction='max'),
+     "config.tasks.synthetic_loc.class_reduction='max': expected one of ['mean', 'sum']"),
+    (lambda c: c.tasks.synthetic_cls.update(class_reduction='sum'),
+     'config.tasks.synthetic_cls.class_reduction: only localisation tasks have it'),
 ])
 def test_mistakes_name_the_field(mutate, message):
   config = demo()

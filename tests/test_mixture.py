@@ -46,6 +46,13 @@ def test_steps_rule_uses_transfer_steps_and_size_rule_uses_dataset_sizes():
   assert schedule.batches_before(90) == {'ava': 30, 'kinetics': 60}
 
 
+def test_uniform_rule_gives_every_task_the_same_steps_whatever_its_size():
+  phases = [dict(steps=90, mixture={'ava': 'uniform', 'kinetics': 'uniform', 'ssv2': 'uniform'})]
+  schedule = mixture.task_schedule(phases, seed=0, transfer_steps={'ava': 100},
+                                   train_sizes={'kinetics': 200, 'ssv2': 7})
+  assert schedule.batches_before(90) == {'ava': 30, 'kinetics': 30, 'ssv2': 30}
+
+
 def test_batches_before_counts_each_tasks_steps():
   schedule = mixture.task_schedule([dict(steps=40, mixture={'a': 1, 'b': 1})], seed=1)
   by_hand = {'a': 0, 'b': 0}

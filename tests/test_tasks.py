@@ -49,6 +49,21 @@ def test_localisation_loss_averages_sigmoid_cross_entropy_over_valid_boxes_only(
   assert float(metrics['boxes_per_clip']) == pytest.approx(2.0)
 
 
+@pytest.mark.parametrize('class_reduction', ['mean', 'sum'])
+def test_localisation_class_reduction_by_hand(class_reduction):
+  task = make_task('localisation', 3, class_reduction=class_reduction)
+  logits = jnp.array([[[2.0, 0.0, -1.0], [1.0, 1.0, 1.0]]])
+  labels = jnp.array([[[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]])
+  batch = {'labels': labels, 'box_mask': jnp.array([[True, True]]), 'mask': jnp.array([True])}
+  loss, _ = task.loss_and_metrics(logits, batch)
+  softplus = lambda x: math.log1p(math.exp(x))
+  # BCE(x, y) = softplus(x) - x * y, per class of each box.
+  box_0 = [softplus(2.0) - 2.0, softplus(0.0), softplus(-1.0) + 1.0]
+  box_1 = [softplus(1.0), softplus(1.0) - 1.0, softplus(1.0)]
+  reduce = sum if class_reduction == 'sum' else (lambda values: sum(values) / 3)
+  assert float(loss) == pytest.approx((reduce(box_0) + reduce(box_1)) / 2, rel=1e-6)
+
+
 def test_localisation_loss_of_a_batch_without_boxes_is_zero_not_nan():
   task = make_task('localisation', 2)
   batch = {'labels': jnp.zeros((1, 2, 2)), 'box_mask': jnp.zeros((1, 2), bool),

@@ -10,7 +10,7 @@ from vivit_cofinetune import tasks as tasks_lib
 from vivit_cofinetune.tasks import localisation
 
 # Mixture weights may be numbers or one of these rules (see data/mixture.py).
-WEIGHT_RULES = ('steps', 'size')
+WEIGHT_RULES = ('steps', 'size', 'uniform')
 
 
 class ConfigError(ValueError):
@@ -79,6 +79,13 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int,
     if protocol not in localisation.EVAL_PROTOCOLS:
       raise ConfigError(f'{field}.eval_protocol={protocol!r}: expected one of '
                         f'{list(localisation.EVAL_PROTOCOLS)}')
+    if 'class_reduction' in task:
+      if task.kind != 'localisation':
+        raise ConfigError(f'{field}.class_reduction: only localisation tasks have it (the sigmoid '
+                          f'loss over classes); this task is {task.kind!r}')
+      if task.class_reduction not in localisation.CLASS_REDUCTIONS:
+        raise ConfigError(f'{field}.class_reduction={task.class_reduction!r}: expected one of '
+                          f'{list(localisation.CLASS_REDUCTIONS)}')
 
   phases = config.get('schedule', {}).get('phases')
   if not phases:

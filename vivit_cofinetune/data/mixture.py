@@ -5,6 +5,11 @@ task, rounded down and the remaining steps given to the largest remainders (so t
 N), shuffled with a seed derived from (seed, phase index). With 'steps' weights this is the paper's recipe: each dataset gets exactly the
 number of steps it would get in the transfer-learning schedule, in a random order. The task of step s
 is therefore a pure function of (seed, phase, s), and a restarted run sees the same tasks.
+
+Sampling strategies, as mixture weights: 'steps' (the task's transfer-learning steps; the default of
+the paper configs), 'size' (its training-set size: with equal batch sizes every example is seen about
+equally often), 'uniform' (every task of the phase gets the same number of steps), or a positive
+number.
 """
 from collections.abc import Mapping, Sequence
 import dataclasses
@@ -14,13 +19,15 @@ import numpy as np
 
 def resolve_weights(mixture: Mapping[str, float | str], *, transfer_steps: Mapping[str, int],
                     train_sizes: Mapping[str, int]) -> dict[str, float]:
-  """Turns mixture entries ('steps', 'size' or a number) into positive numeric weights."""
+  """Turns mixture entries ('steps', 'size', 'uniform' or a number) into positive numeric weights."""
   weights = {}
   for task, weight in mixture.items():
     if weight == 'steps':
       weights[task] = float(transfer_steps[task])
     elif weight == 'size':
       weights[task] = float(train_sizes[task])
+    elif weight == 'uniform':
+      weights[task] = 1.0
     else:
       weights[task] = float(weight)
   return weights

@@ -22,10 +22,16 @@ from vivit_cofinetune.tasks import base
 # group mAPs follow with its name appended (mAP_slowfast, mAP_head_slowfast).
 EVAL_PROTOCOLS = {'activitynet': ('activitynet',), 'slowfast': ('slowfast',),
                   'both': ('activitynet', 'slowfast')}
+# `config.tasks.<name>.class_reduction`: how a box's per-class sigmoid cross-entropies become its loss.
+# 'sum' (Scenic's weighted_sigmoid_cross_entropy) gives the loss num_classes times the scale of 'mean'
+# (PySlowFast's BCELoss); with one learning rate for every task, that sets the balance against the
+# softmax tasks.
+CLASS_REDUCTIONS = ('mean', 'sum')
 
 
 class LocalisationTask(base.Task):
-  """Sigmoid cross-entropy over the valid boxes of each clip's keyframe."""
+  """Sigmoid cross-entropy over the valid boxes of each clip's keyframe, reduced over classes by
+  `class_reduction` and averaged over the valid boxes."""
 
   def __init__(self, name, config, **kwargs):
     super().__init__(name, config, **kwargs)
@@ -51,6 +57,7 @@ class LocalisationTask(base.Task):
                   self.evaluation_files.get('exclusions', []))
     self.excluded_keys = set().union(*map(ava.read_exclusions, exclusions)) if exclusions else None
     self.eval_protocols = EVAL_PROTOCOLS[config.get('eval_protocol', 'activitynet')]
+    self.class_reduction = config.get('class_reduction', 'mean')
     self._groundtruth = None
     self._chance_map = None
 
@@ -59,8 +66,8 @@ class LocalisationTask(base.Task):
 
   def loss_and_metrics(self, logits, batch):
     valid = (batch['box_mask'] & batch['mask'][:, None]).astype(jnp.float32)
-    per_box = optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32),
-                                                 batch['labels']).mean(-1)
+    per_class = optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32), batch['labels'])
+    per_box = per_class.sum(-1) if self.class_reduction == 'sum' else per_class.mean(-1)
     loss = (per_box * valid).sum() / jnp.maximum(valid.sum(), 1.0)
     return loss, {'loss': loss, 'boxes_per_clip': valid.sum() / jnp.maximum(
         batch['mask'].astype(jnp.float32).sum(), 1.0)}

@@ -1,0 +1,157 @@
+"""What the paper's configs (configs/ava_*cofinetune.py) share: its datasets as tasks, its schedules,
+the ImageNet-21k initialisation, and the `local` and `synthetic` variants.
+
+Values marked "reconstructed" follow the authors' ViViT / PolyViT / Scenic practice, not a quote of
+the paper; each is a config field, so a run can change it.
+"""
+import os
+
+import ml_collections
+
+from vivit_cofinetune.config_lib import ConfigError
+from vivit_cofinetune.config_lib import input_config
+from vivit_cofinetune.config_lib import task_config
+from vivit_cofinetune.data.builders import synthetic
+from vivit_cofinetune.models.vivit import vivit_config
+
+AVA_NUM_CLASSES = 80  # trained on all 80 classes; evaluated on the official 60 below
+# ava_action_list_v2.2_for_activitynet_2019.pbtxt: the classes of the official frame-mAP.
+AVA_EVAL_CLASS_IDS = (1, *range(3, 16), 17, 20, 22, 24, *range(26, 31), 34, 36, 37, 38, 41, 43,
+                      *range(45, 50), 51, 52, 54, *range(56, 71), 72, 73, 74, *range(76, 81))
+# The upstream classification sets: dataset name -> classes.
+NUM_CLASSES = {'kinetics700': 700, 'moments_in_time': 339, 'ssv2': 174}
+
+# Steps each dataset gets in the transfer-learning schedule at batch 64 (reconstructed): ~12 epochs
+# of Kinetics-700 (545k clips), ~8 of Moments in Time (802k), ~19 of SSv2 (169k), ~20 epochs of AVA's
+# 211k training boxes; the AVA-Kinetics set (AVA + ~140k Kinetics keyframes) gets as many epochs.
+TRANSFER_STEPS = {'ava_v2_2': 30_000, 'ava_v2_2+ava_kinetics': 50_000, 'kinetics700': 100_000,
+                  'moments_in_time': 100_000, 'ssv2': 50_000}
+# Co-finetune-then-finetune (`:then_finetune=True`): steps of the last phase, AVA alone (reconstructed).
+FINETUNE_STEPS = 10_000
+
+# Sampling strategies (`:sampling=`): mixture weights of data/mixture.py. Mixed batches (every step's
+# batch split across tasks) are not implemented: each step trains one task.
+SAMPLING = ('steps', 'size', 'uniform')
+
+# Where the public ImageNet-21k ViT-{size}/16 (gs://vit_models/imagenet21k/ViT-{size}_16.npz, the
+# ViViT paper's start), converted as the configs' docstrings say, is read from by default
+# (`:init=imagenet21k`); its position embeddings are sized for the paper's 32x224x224 clips.
+IMAGENET21K_INIT = '~/vivit_checkpoints/vit_i21k_{size}16_to_vivit_32x224'
+
+
+def model(size: str) -> ml_collections.ConfigDict:
+  """ViViT-{size}/16x2, spatio-temporal attention, as in the paper."""
+  return vivit_config(f'{size}/16x2', variant='spatio_temporal',
+                      stochastic_depth=0.1 if size in ('L', 'H') else 0.0,
+                      remat_policy='dots_with_no_batch_dims_saveable', dtype='bfloat16')
+
+
+def ava_task(dataset: str = 'ava_v2_2', *, transfer_steps: int) -> ml_collections.ConfigDict:
+  """AVA localisation on `dataset` ('ava_v2_2', or 'ava_v2_2+ava_kinetics': the AVA-Kinetics set)."""
+  return task_config(
+      'localisation', dataset, num_classes=AVA_NUM_CLASSES, batch_size=64,
+      input=input_config(num_frames=32, crop_size=224, frame_stride=2, min_crop_area=0.3,
+                         detector_score_threshold=0.8, eval_resize='letterbox'),
+      transfer_steps=transfer_steps, max_boxes=16, eval_class_ids=AVA_EVAL_CLASS_IDS,
+      # '' = the official exclusions stored with the prepared dataset.
+      exclusions='',
+      # The official AVA evaluator; 'both' adds PySlowFast's (mAP_slowfast).
+      eval_protocol='activitynet',
+      # Summed over the 80 classes, then averaged over boxes, as Scenic's
+      # weighted_sigmoid_cross_entropy does (reconstructed). With one learning rate for all tasks,
+      # this sets AVA's weight against the softmax tasks: 'mean' would scale its gradients by 1/80.
+      class_reduction='sum',
+      head=dict(roi_size=7, sampling_ratio=2, dropout_rate=0.3))
+
+
+def classification_task(dataset: str, *, transfer_steps: int) -> ml_collections.ConfigDict:
+  """Kinetics-700, Moments in Time or SSv2 clip classification, 4 clips x 3 crops in evaluation."""
+  clips = input_config(num_frames=32, crop_size=224, frame_stride=2, min_crop_area=0.3,
+                       num_test_clips=4, num_test_crops=3)
+  return task_config('classification', dataset, num_classes=NUM_CLASSES[dataset], batch_size=64,
+                     input=clips, transfer_steps=transfer_steps, label_smoothing=0.1,
+                     head=dict(pooling='token', dropout_rate=0.0))
+
+
+def phases(tasks: ml_collections.ConfigDict, *, transfer: bool, then_finetune: bool,
+           sampling: str, finetune_steps: int, downstream: str = 'ava') -> list[dict]:
+  """`config.schedule.phases`: co-finetuning (one phase with every task, `sampling` weights), the
+  transfer baseline (the upstream tasks, then `downstream`, on the same steps per task), or
+  co-finetuning then `finetune_steps` on `downstream` alone."""
+  if sampling not in SAMPLING:
+    raise ConfigError(f'config argument sampling={sampling!r}: expected one of {list(SAMPLING)}')
+  if transfer and then_finetune:
+    raise ConfigError('config arguments transfer=True and then_finetune=True: choose one')
+  upstream = [name for name in tasks if name != downstream]
+  if transfer:
+    return [dict(steps=sum(tasks[name].transfer_steps for name in upstream),
+                 mixture={name: sampling for name in upstream}),
+            dict(steps=tasks[downstream].transfer_steps, mixture={downstream: 1.0})]
+  cofinetune = dict(steps=sum(task.transfer_steps for task in tasks.values()),
+                    mixture={name: sampling for name in tasks})
+  if then_finetune:
+    return [cofinetune, dict(steps=finetune_steps, mixture={downstream: 1.0})]
+  return [cofinetune]
+
+
+def init_from(init: str, size: str, *, local: bool = False) -> ml_collections.ConfigDict:
+  """`config.init_from` for `:init=`: 'imagenet21k' (the converted ImageNet-21k ViT-{size}/16 at
+  IMAGENET21K_INIT), a converted directory or workdir, or 'none' (from scratch).
+
+  A local run starts from scratch unless `init` names a checkpoint: the converted ViT fits neither
+  the tiny model nor a CPU.
+  """
+  if init == 'imagenet21k' and not local:
+    path = os.path.expanduser(IMAGENET21K_INIT.format(size=size))
+  elif init in ('', 'none', 'imagenet21k'):
+    path = ''
+  else:
+    path = os.path.expanduser(init)
+  return ml_collections.ConfigDict(dict(path=path, reinit=(), freeze=()))
+
+
+def trainer_settings(config: ml_collections.ConfigDict) -> None:
+  """Optimizer, mesh, logging, evaluation and checkpoint cadence of the paper runs."""
+  # Scenic's ViViT recipe (reconstructed): SGD with momentum, cosine with warm-up, clipping at 1.
+  config.optimizer = dict(name='sgd', momentum=0.9, base_learning_rate=0.1, warmup_steps=2_500,
+                          grad_clip_norm=1.0)
+  config.mesh = dict(data=-1, fsdp=1, model=1)
+  config.log_every = 100
+  config.eval_every = 10_000
+  config.checkpoint_every = 2_000
+  # Steps of ViViT-L take ~100x the demo's: bound the work a crash loses by time as well.
+  config.checkpoint_every_minutes = 30.0
+  config.keep_checkpoints = 3
+
+
+def shrink_for_local_run(config: ml_collections.ConfigDict, *, steps_per_task: int = 10) -> None:
+  """A tiny model, 8-frame 64x64 clips, batches of 2 and `steps_per_task` steps per task in every
+  phase (so the transfer baseline still sees the co-finetuning run's data), on the same datasets."""
+  config.model = vivit_config('Ti/16x2', hidden_size=64, num_layers=2, mlp_dim=128, num_heads=4)
+  for task in config.tasks.values():
+    task.batch_size = task.eval_batch_size = 2
+    task.input.num_frames, task.input.crop_size = 8, 64
+    task.transfer_steps = steps_per_task
+  config.schedule.phases = [dict(phase, steps=steps_per_task * len(phase['mixture']))
+                            for phase in config.schedule.phases]
+  config.optimizer.warmup_steps = 2
+  config.log_every = config.eval_every = config.checkpoint_every = steps_per_task
+
+
+def use_synthetic_datasets(config: ml_collections.ConfigDict) -> None:
+  """Swaps every task's dataset for the built-in synthetic one of its kind (rendered into data_dir on
+  first use, nothing to download), with a model sized for its 40x40 frames; after
+  shrink_for_local_run."""
+  config.model = vivit_config('Ti/8x2', hidden_size=64, num_layers=2, mlp_dim=128, num_heads=4)
+  for task in config.tasks.values():
+    if task.kind == 'localisation':
+      task.dataset.name = 'synthetic_actions_loc'
+      task.num_classes = len(synthetic.LOC_CLASS_NAMES)
+      task.eval_class_ids = ()  # every class
+      task.max_boxes = 4  # 1-3 actors per clip
+    else:
+      task.dataset.name = 'synthetic_actions_cls'
+      task.num_classes = len(synthetic.CLS_CLASS_NAMES)
+    task.input.crop_size = 32
+    task.input.num_test_clips = task.input.num_test_crops = 1
+    task.eval_batch_size = 16
