@@ -225,7 +225,11 @@ def test_eval_mode_top1_is_numpy_view_averaging_of_predict_logits(data_dir, tmp_
   columns = {key: np.concatenate([batch[key] for batch in batches]) for key in batches[0]}
   assert not columns['mask'].all()  # the last batch is padded: padding must not count
   assert set(columns['view_index'][columns['mask']]) == {0, 1}  # two views per video
-  outputs = predict.predict(tmp_path, columns['video'], config=config, task='synthetic_cls')
+  clips = columns['video']
+  if clips.dtype == np.uint8:  # pixels as stored: predict takes clips normalised as in training
+    inputs = config.tasks.synthetic_cls.input
+    clips = (clips / 255.0 - np.asarray(inputs.mean)) / np.asarray(inputs.std)
+  outputs = predict.predict(tmp_path, clips, config=config, task='synthetic_cls')
   top1, predicted = numpy_top1(outputs['logits'], columns['label'], columns['video_index'],
                                columns['view_index'], columns['mask'])
   assert len(predicted) == evaluated['num_videos'] == len(eval_input.video_ids)
