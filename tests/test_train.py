@@ -46,20 +46,22 @@ LOC_LEARNING_RATE_FACTOR = 0.5
 
 def shared_run_config(data_dir: pathlib.Path):
   """tiny_config with every dropout mechanism on (so resuming must continue the dropout
-  randomness) and a learning-rate factor on one task."""
+  randomness), a learning-rate factor on one task and a learning-rate floor."""
   config = tiny_config(data_dir)
   config.model.update(dropout_rate=0.1, attention_dropout_rate=0.1, stochastic_depth=0.2)
   for task in config.tasks.values():
     task.head.dropout_rate = 0.2
   config.tasks.synthetic_loc.learning_rate_factor = LOC_LEARNING_RATE_FACTOR
+  config.optimizer.end_learning_rate_factor = 0.1
   return config
 
 
 def scheduled_learning_rate(step: int) -> float:
-  """The shared run's schedule written out: AdamW at 1e-3, 2 warm-up steps, cosine to 0 at 8."""
+  """The shared run's schedule written out: AdamW at 1e-3, 2 warm-up steps, then a cosine over the
+  remaining 6 steps down to the floor 0.1 x 1e-3."""
   if step < 2:
     return 1e-3 * (step + 1) / 2
-  return 1e-3 * 0.5 * (1 + math.cos(math.pi * (step - 2) / 6))
+  return 1e-3 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - 2) / 6)))
 
 
 @pytest.fixture(scope='module')
