@@ -1,6 +1,7 @@
 """Config validation: each mistake stops with one message naming the field."""
 import pathlib
 
+import ml_collections
 import pytest
 
 from vivit_cofinetune import config_lib
@@ -20,6 +21,11 @@ def test_demo_config_is_valid():
   config_lib.validate_config(demo(), num_devices=8,
                              known_datasets={'synthetic_actions_loc': True,
                                              'synthetic_actions_cls': True})
+
+
+def set_input(task, **fields):
+  """Gives `task` its own input config with `fields` changed (the demo's tasks share one)."""
+  task.input = ml_collections.ConfigDict(dict(task.input.to_dict(), **fields))
 
 
 @pytest.mark.parametrize('mutate, message', [
@@ -45,6 +51,12 @@ def test_demo_config_is_valid():
      "config.tasks.synthetic_loc.class_reduction='max': expected one of ['mean', 'sum']"),
     (lambda c: c.tasks.synthetic_cls.update(class_reduction='sum'),
      'config.tasks.synthetic_cls.class_reduction: only localisation tasks have it'),
+    # Clips that do not split into whole (2, 8, 8) patches.
+    (lambda c: set_input(c.tasks.synthetic_loc, crop_size=36),
+     'config.tasks.synthetic_loc.input: num_frames=8, crop_size=36 do not split into '
+     'config.model.patch_size=(2, 8, 8) patches'),
+    (lambda c: set_input(c.tasks.synthetic_cls, num_frames=7),
+     'config.tasks.synthetic_cls.input: num_frames=7, crop_size=32 do not split'),
 ])
 def test_mistakes_name_the_field(mutate, message):
   config = demo()

@@ -20,6 +20,7 @@ from vivit_cofinetune.models import convert
 from vivit_cofinetune.models import heads
 from vivit_cofinetune.models import vivit
 from vivit_cofinetune.tools import convert_checkpoint as convert_tool
+from vivit_cofinetune.tools import predict
 
 WIDTH, DEPTH, MLP_DIM, HEADS = 16, 2, 32, 2
 
@@ -542,26 +543,64 @@ def test_convert_tool_writes_a_directory_that_round_trips(tmp_path):
 
 
 def test_convert_tool_initialises_from_image_vit(tmp_path):
-  path, _ = write_image_vit(tmp_path)
-  config = model_config()
+  # Without a class token, a static clip's every frame must give the image ViT's tokens.
+  path, vit_params = write_image_vit(tmp_path, classifier='gap')
+  config = model_config(classifier='mean')
   output = tmp_path / 'converted'
   description = convert_tool.convert_checkpoint('big_vision_vit', path, str(output), config=config,
-                                                input_shape=(4, 16, 16), kernel_init='average')
+                                                input_shape=(4, 12, 12), kernel_init='average')
   assert description['source']['kernel_init'] == 'average'
   restored = checkpoint.read_params(output)
-  assert restored['backbone']['encoder']['pos_embedding'].shape == (1, 1 + 2 * 4 * 4, WIDTH)
   assert restored['backbone']['embedding']['kernel'].shape == (2, 4, 4, 3, WIDTH)
+  image = random_video((2, 12, 12, 3), seed=4)
+  tokens, _ = apply(config, restored['backbone'], np.repeat(image[:, None], 4, axis=1))
+  image_tokens, _ = image_vit_forward(vit_params, image)
+  for frame in range(tokens.shape[1]):
+    np.testing.assert_allclose(tokens[:, frame], image_tokens, atol=1e-4)
+
+
+def assert_relatively_close(actual, expected, tolerance=1e-4):
+  """max |actual - expected| within `tolerance` of the largest |expected|."""
+  error = np.abs(np.asarray(actual) - expected).max() / np.abs(expected).max()
+  assert error <= tolerance, f'relative error {error:.2e} > {tolerance}'
 
 
 @pytest.mark.slow
 def test_convert_tool_command_line(tmp_path):
-  foreign.write_scenic_checkpoint(str(tmp_path / 'scenic'), scenic_params('factorised_dot_product'))
+  scenic = scenic_params('factorised_dot_product')
+  foreign.write_scenic_checkpoint(str(tmp_path / 'scenic'), scenic)
   command = [sys.executable, '-m', 'vivit_cofinetune.tools.convert_checkpoint',
              '--from=scenic_vivit', f'--input={tmp_path / "scenic"}', f'--output={tmp_path / "out"}']
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   failed = subprocess.run(command, cwd=root, capture_output=True, text=True, check=False)
   assert failed.returncode != 0 and '--variant' in failed.stderr
-  subprocess.run(command + ['--variant=factorised_dot_product'], cwd=root, check=True,
-                 capture_output=True)
+  subprocess.run(command + ['--variant=factorised_dot_product', '--head_name=kinetics'], cwd=root,
+                 check=True, capture_output=True)
   with open(tmp_path / 'out' / 'config.json') as file:
     assert json.load(file)['model']['variant'] == 'factorised_dot_product'
+  # The written directory computes Scenic's function, classification head included.
+  video = random_video((2, 4, 12, 12, 3), seed=5)
+  outputs = predict.predict(tmp_path / 'out', video)
+  _, _, logits = scenic_vivit_forward(scenic, video, 'factorised_dot_product')
+  assert outputs['task'] == 'kinetics'
+  assert_relatively_close(outputs['logits'], logits)
+
+  # From an image ViT, for the demo config's model (2 layers here): each frame of a static clip
+  # gives the image ViT's tokens.
+  vit = foreign.image_vit_params(width=64, depth=DEPTH, mlp_dim=128, num_heads=4, patch=(8, 8),
+                                 grid=(4, 4), classifier='gap')
+  foreign.write_big_vision_npz(str(tmp_path / 'vit.npz'), vit)
+  subprocess.run([sys.executable, '-m', 'vivit_cofinetune.tools.convert_checkpoint',
+                  '--from=big_vision_vit', f'--input={tmp_path / "vit.npz"}',
+                  f'--output={tmp_path / "from_vit"}', f'--config={root}/configs/demo_cofinetune.py',
+                  f'--config.model.num_layers={DEPTH}'], cwd=root, check=True, capture_output=True)
+  with open(tmp_path / 'from_vit' / 'config.json') as file:
+    written = json.load(file)
+  assert written['source']['input_shape'] == [8, 32, 32]  # the demo's clips
+  config = vivit.vivit_config('B/16x2', **written['model'])
+  image = random_video((1, 32, 32, 3), seed=6)
+  tokens, _ = apply(config, checkpoint.read_params(tmp_path / 'from_vit')['backbone'],
+                    np.repeat(image[:, None], 8, axis=1))
+  image_tokens, _ = image_vit_forward(vit, image)
+  for frame in range(tokens.shape[1]):
+    assert_relatively_close(tokens[:, frame], image_tokens)

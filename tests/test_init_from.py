@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import foreign_checkpoints as foreign
+import test_convert
 from test_train import tiny_config
 from vivit_cofinetune import checkpoint
 from vivit_cofinetune import evaluate
@@ -144,15 +145,18 @@ def test_init_from_a_workdir_reinitialises_and_freezes(data_dir, tmp_path):
 def test_init_from_a_converted_image_vit(data_dir, tmp_path):
   config = tiny_config(data_dir)
   model = config.model
+  # No class token: the demo model has none, so the forward pass can be compared below.
   vit = foreign.image_vit_params(width=model.hidden_size, depth=model.num_layers,
                                  mlp_dim=model.mlp_dim, num_heads=model.num_heads,
-                                 patch=model.patch_size[1:], grid=(4, 4))  # 32 x 32 crops
+                                 patch=model.patch_size[1:], grid=(4, 4),  # 32 x 32 crops
+                                 classifier='gap')
   foreign.write_big_vision_npz(str(tmp_path / 'vit.npz'), vit)
   convert_checkpoint.convert_checkpoint('big_vision_vit', str(tmp_path / 'vit.npz'),
                                         str(tmp_path / 'converted'), config=config)
   converted = flat(checkpoint.read_params(tmp_path / 'converted'))
   config.init_from = ml_collections.ConfigDict(dict(path=str(tmp_path / 'converted')))
-  params = flat(initial_params(config))
+  initial = initial_params(config)
+  params = flat(initial)
   assert sorted(name for name in params if name.startswith('backbone/')) == sorted(converted)
   for name, value in converted.items():
     np.testing.assert_array_equal(params[name], value, err_msg=name)
@@ -161,3 +165,11 @@ def test_init_from_a_converted_image_vit(data_dir, tmp_path):
                                 vit['embedding']['kernel'])
   for name in ('heads/synthetic_loc/output/kernel', 'heads/synthetic_cls/output/kernel'):
     np.testing.assert_array_equal(params[name], 0.0)
+  # The run starts from the image ViT's function: every frame of a static clip gives its tokens.
+  image = np.random.default_rng(3).standard_normal((1, 32, 32, 3)).astype(np.float32)
+  backbone = state_lib.make_backbone(config.model)
+  tokens, _ = backbone.apply({'params': initial['backbone']},
+                             np.repeat(image[:, None], 8, axis=1), train=False)
+  image_tokens, _ = test_convert.image_vit_forward(vit, image)
+  for frame in range(tokens.shape[1]):
+    np.testing.assert_allclose(tokens[:, frame], image_tokens, atol=1e-4)

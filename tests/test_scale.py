@@ -111,7 +111,10 @@ def run_job(data_dir: str, workdir: str, mesh: dict) -> dict:
 
 def run_job_on_devices(num_devices: int, data_dir, workdir, mesh: dict) -> dict:
   """run_job in a fresh process with `num_devices` emulated CPU devices."""
-  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={num_devices}')
+  # The script's sys.path starts at tests/, so without PYTHONPATH it would import whatever
+  # vivit_cofinetune is installed (another checkout) rather than this tree's.
+  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={num_devices}',
+             PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get('PYTHONPATH')])))
   completed = subprocess.run(
       [sys.executable, __file__, json.dumps([str(data_dir), str(workdir), mesh])],
       env=env, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S, check=False)

@@ -196,8 +196,9 @@ def localisation_outputs(padding: bool) -> dict[str, np.ndarray]:
   """Two keyframes (video_a at 902, video_b at 903), each with two detector boxes: P on the person,
   N elsewhere. The truth: P does class 1 in video_a and class 2 in video_b.
 
-  The model scores each (box, class) 0.9 where it is true and 0.1 elsewhere. With `padding`, a third row as the last eval batch pads:
-  video_index -1, mask False, here holding a box, a truth and a score that would count if read.
+  The model scores each (box, class) 0.9 where it is true and 0.1 elsewhere. With `padding`, a
+  third row as the last eval batch pads: video_index -1, mask False, here holding boxes, truth and
+  scores that would count if read.
   """
   box_p, box_n = [0.1, 0.1, 0.5, 0.5], [0.6, 0.6, 0.9, 0.9]
   scores = np.full((2, 2, 2), 0.1, np.float32)

@@ -72,6 +72,7 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int,
                           f'device count ({num_devices})')
     if not isinstance(task.get('num_classes'), numbers.Integral) or task.num_classes <= 0:
       raise ConfigError(f'{field}.num_classes={task.get("num_classes")!r}: expected a positive int')
+    _check_clip_fits_patches(config, name, task)
     factor = task.get('learning_rate_factor', 1.0)
     if not isinstance(factor, numbers.Real) or factor < 0:
       raise ConfigError(f'{field}.learning_rate_factor={factor!r}: expected a number >= 0')
@@ -112,6 +113,22 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int,
                             'learning schedule)')
       elif not isinstance(weight, numbers.Real) or isinstance(weight, bool) or weight <= 0:
         raise ConfigError(f'{field}.mixture.{task_name}={weight!r}: expected a positive weight')
+
+
+def _check_clip_fits_patches(config: ml_collections.ConfigDict, name: str,
+                             task: ml_collections.ConfigDict) -> None:
+  """Clips must split into whole patches: the patch embedding would silently drop the rest."""
+  patch = config.get('model', {}).get('patch_size')
+  inputs = task.get('input', {})
+  clip = (inputs.get('num_frames'), inputs.get('crop_size'), inputs.get('crop_size'))
+  if patch is None or not all(isinstance(size, numbers.Integral) for size in clip):
+    return
+  if any(size % step for size, step in zip(clip, patch)):
+    raise ConfigError(
+        f'config.tasks.{name}.input: num_frames={clip[0]}, crop_size={clip[1]} do not split into '
+        f'config.model.patch_size={tuple(patch)} patches (T, H, W); the model would drop the '
+        f'remainder. Use num_frames a multiple of {patch[0]} and crop_size a multiple of '
+        f'{patch[1]}')
 
 
 def input_config(*, num_frames: int, crop_size: int, frame_stride: int = 2,

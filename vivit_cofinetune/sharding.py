@@ -12,6 +12,8 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 import ml_collections
 import numpy as np
 
+from vivit_cofinetune import config_lib
+
 MESH_AXES = ('data', 'fsdp', 'model')
 BATCH_AXES = ('data', 'fsdp')
 
@@ -32,20 +34,23 @@ DEFAULT_RULES = (
 
 
 def make_mesh(mesh_config: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
-  """Mesh over all devices; one axis size may be -1 (whatever the others leave)."""
+  """Mesh over all devices; one axis size may be -1 (whatever the others leave).
+
+  Sizes that do not fit the devices raise ConfigError (main prints it as one line).
+  """
   devices = list(devices if devices is not None else jax.devices())
   sizes = [int(mesh_config.get(axis, 1)) for axis in MESH_AXES]
   if sizes.count(-1) > 1:
-    raise ValueError(f'config.mesh={dict(mesh_config)}: at most one axis may be -1')
+    raise config_lib.ConfigError(f'config.mesh={dict(mesh_config)}: at most one axis may be -1')
   known = int(np.prod([size for size in sizes if size != -1]))
   if -1 in sizes:
     if len(devices) % known:
-      raise ValueError(f'config.mesh={dict(mesh_config)}: {len(devices)} devices do not split '
-                       f'over the fixed axes (product {known})')
+      raise config_lib.ConfigError(f'config.mesh={dict(mesh_config)}: {len(devices)} devices do '
+                                   f'not split over the fixed axes (product {known})')
     sizes[sizes.index(-1)] = len(devices) // known
   if int(np.prod(sizes)) != len(devices):
-    raise ValueError(f'config.mesh={dict(mesh_config)} has {int(np.prod(sizes))} devices; '
-                     f'{len(devices)} are present')
+    raise config_lib.ConfigError(f'config.mesh={dict(mesh_config)} has {int(np.prod(sizes))} '
+                                 f'devices; {len(devices)} are present')
   return jax.make_mesh(tuple(sizes), MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES),
                        devices=devices)
 
