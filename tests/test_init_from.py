@@ -10,6 +10,7 @@ from test_train import tiny_config
 from vivit_cofinetune import checkpoint
 from vivit_cofinetune import evaluate
 from vivit_cofinetune import optim
+from vivit_cofinetune import param_paths
 from vivit_cofinetune import sharding
 from vivit_cofinetune import state as state_lib
 from vivit_cofinetune import train
@@ -17,8 +18,7 @@ from vivit_cofinetune.tools import convert_checkpoint
 
 
 def flat(tree) -> dict[str, np.ndarray]:
-  return {'/'.join(map(str, name)): np.asarray(value)
-          for name, value in checkpoint._flatten(tree).items()}  # pylint: disable=protected-access
+  return {name: np.asarray(value) for name, value in param_paths.flatten(tree).items()}
 
 
 # ---------------------------------------------------------------------------------------------

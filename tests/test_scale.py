@@ -23,6 +23,7 @@ from vivit_cofinetune import checkpoint
 from vivit_cofinetune import config_lib
 from vivit_cofinetune import evaluate
 from vivit_cofinetune import optim
+from vivit_cofinetune import param_paths
 from vivit_cofinetune import sharding
 from vivit_cofinetune import state as state_lib
 from vivit_cofinetune import train
@@ -62,8 +63,7 @@ def scale_config(data_dir: str | pathlib.Path, mesh: dict):
 
 
 def _flat(tree) -> dict[str, np.ndarray]:
-  return {'/'.join(map(str, key)): value
-          for key, value in checkpoint._flatten(tree).items()}  # pylint: disable=protected-access
+  return param_paths.flatten(tree)
 
 
 def saved_params(workdir: pathlib.Path, step: int) -> dict[str, np.ndarray]:

@@ -10,6 +10,7 @@ from tensorboard.backend.event_processing import event_accumulator
 from vivit_cofinetune import checkpoint
 from vivit_cofinetune import config_lib
 from vivit_cofinetune import evaluate
+from vivit_cofinetune import param_paths
 from vivit_cofinetune import train
 
 pytestmark = pytest.mark.slow
@@ -46,13 +47,13 @@ def test_resumed_run_ends_with_the_params_of_an_uninterrupted_run(trained, tmp_p
   shutil.rmtree(resumed / 'checkpoints' / '8')
   results = train.train_and_evaluate(config, str(resumed))
 
-  flat_expected = checkpoint._flatten(checkpoint.read_params(uninterrupted))  # pylint: disable=protected-access
-  flat_actual = checkpoint._flatten(checkpoint.read_params(resumed))  # pylint: disable=protected-access
+  flat_expected = param_paths.flatten(checkpoint.read_params(uninterrupted))
+  flat_actual = param_paths.flatten(checkpoint.read_params(resumed))
   assert flat_expected.keys() == flat_actual.keys()
   for name, value in flat_expected.items():
-    np.testing.assert_array_equal(flat_actual[name], value, err_msg='/'.join(map(str, name)))
+    np.testing.assert_array_equal(flat_actual[name], value, err_msg=name)
   # The run did train: the params moved away from the zero-initialised heads.
-  assert np.abs(flat_expected[('heads', 'synthetic_cls', 'output', 'kernel')]).max() > 0
+  assert np.abs(flat_expected['heads/synthetic_cls/output/kernel']).max() > 0
 
   written = json.loads((resumed / 'eval_results.json').read_text())
   assert set(written) == {'synthetic_loc', 'synthetic_cls'}
