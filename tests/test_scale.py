@@ -21,11 +21,11 @@ import tensorflow_datasets as tfds
 
 from vivit_cofinetune import checkpoint
 from vivit_cofinetune import config_lib
-from vivit_cofinetune import evaluate
 from vivit_cofinetune import optim
 from vivit_cofinetune import param_paths
 from vivit_cofinetune import sharding
 from vivit_cofinetune import state as state_lib
+from vivit_cofinetune import tasks as tasks_lib
 from vivit_cofinetune import train
 
 pytestmark = pytest.mark.slow
@@ -81,9 +81,9 @@ def run_job(data_dir: str, workdir: str, mesh: dict) -> dict:
   workdir = pathlib.Path(workdir)
   config = scale_config(data_dir, mesh)
   mesh = sharding.make_mesh(config.mesh)
-  tasks = evaluate.make_tasks(config, evaluate.dataset_infos(config))
+  tasks = tasks_lib.make_tasks(config, tasks_lib.dataset_infos(config))
   backbone = state_lib.make_backbone(config.model)
-  abstract, _ = evaluate.abstract_state(config, backbone, tasks, optim.make_optimizer(config.optimizer),
+  abstract, _ = state_lib.abstract_state(config, backbone, tasks, optim.make_optimizer(config.optimizer),
                                         mesh, sharding.logical_rules(config))
 
   def restore_onto_mesh():

@@ -1,7 +1,4 @@
-"""Evaluation of every task, inside the training loop and standalone (--mode=eval on a checkpoint).
-
-Also holds the model and state set-up that training and evaluation share.
-"""
+"""Evaluation of every task, inside the training loop and standalone (--mode=eval on a checkpoint)."""
 from collections.abc import Mapping
 import json
 import math
@@ -9,7 +6,6 @@ import math
 from absl import logging
 from clu import metric_writers
 from etils import epath
-import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
@@ -21,78 +17,6 @@ from vivit_cofinetune import sharding
 from vivit_cofinetune import state as state_lib
 from vivit_cofinetune import tasks as tasks_lib
 from vivit_cofinetune.data import pipeline
-
-
-def dataset_infos(config: ml_collections.ConfigDict) -> dict[str, pipeline.DatasetInfo]:
-  """Each task's dataset info (read once per run: it prepares the dataset and may count classes)."""
-  return {name: pipeline.dataset_info(task_config, config.data_dir)
-          for name, task_config in config.tasks.items()}
-
-
-def make_tasks(config: ml_collections.ConfigDict,
-               infos: Mapping[str, pipeline.DatasetInfo]) -> dict:
-  """Every task of the config, with class names and training class counts from its dataset."""
-  return {name: tasks_lib.make_task(name, task_config, class_names=infos[name].class_names,
-                                    train_class_counts=infos[name].train_class_counts,
-                                    class_ids=infos[name].class_ids,
-                                    evaluation_files=infos[name].evaluation_files)
-          for name, task_config in config.tasks.items()}
-
-
-def _clip_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int, int]:
-  shapes = {name: state_lib.input_shape(task) for name, task in config.tasks.items()}
-  if len(set(shapes.values())) > 1:
-    raise config_lib.ConfigError(
-        f'config.tasks.*.input: all tasks must share num_frames and crop_size (the backbone has one '
-        f'token grid); got {shapes}')
-  return next(iter(shapes.values()))
-
-
-def _max_boxes(config: ml_collections.ConfigDict) -> int:
-  return max([task.get('max_boxes', 1) for task in config.tasks.values()])
-
-
-def _boxed_state_fn(config, backbone, tasks, optimizer):
-  """rng -> a fresh state whose params still carry their logical-axis boxes."""
-  clip_shape, max_boxes = _clip_shape(config), _max_boxes(config)
-
-  def boxed_state(rng):
-    params = state_lib.init_params(backbone, tasks, clip_shape, rng, max_boxes)
-    return state_lib.init_state(params, optimizer)
-
-  return boxed_state
-
-
-def abstract_state(config, backbone, tasks, optimizer, mesh, rules):
-  """(abstract state with shardings, state shardings) without allocating anything."""
-  boxed = jax.eval_shape(_boxed_state_fn(config, backbone, tasks, optimizer), jax.random.key(0))
-  shardings = sharding.state_shardings(boxed, mesh, rules)
-  abstract = jax.tree.map(lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s),
-                          nn.meta.unbox(boxed), shardings)
-  return abstract, shardings
-
-
-def initial_state(config, backbone, tasks, optimizer, shardings):
-  """A fresh state on the mesh, with `config.init_from` params loaded where given."""
-  boxed_state = _boxed_state_fn(config, backbone, tasks, optimizer)
-  state = jax.jit(lambda rng: nn.meta.unbox(boxed_state(rng)),
-                  out_shardings=shardings)(jax.random.key(config.seed))
-  init_from = config.get('init_from', {})
-  if not init_from.get('path'):
-    return state
-  loaded = checkpoint.read_params(init_from.path)
-  params, kept_fresh = checkpoint.merge_params(
-      state.params, loaded, reinit=init_from.get('reinit', ()),
-      source=f'config.init_from.path={init_from.path}')
-  logging.info('init_from %s: %d params kept fresh: %s', init_from.path, len(kept_fresh),
-               ', '.join(kept_fresh))
-  # Loaded values are full numpy arrays on every host; each device takes its shard of them.
-  params = jax.tree.map(
-      lambda value, s: value if isinstance(value, jax.Array) else jax.make_array_from_callback(
-          value.shape, s, lambda index: value[index]),
-      params, shardings.params)
-  # The optimizer states are built under jit too, so they land on the mesh as the params do.
-  return jax.jit(lambda p: state_lib.init_state(p, optimizer), out_shardings=shardings)(params)
 
 
 class Evaluator:
@@ -188,11 +112,11 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   config_lib.validate_config(config, num_devices=jax.device_count(),
                              known_datasets=pipeline.known_datasets(config))
   mesh = sharding.make_mesh(config.mesh)
-  tasks = make_tasks(config, dataset_infos(config))
+  tasks = tasks_lib.make_tasks(config, tasks_lib.dataset_infos(config))
   backbone = state_lib.make_backbone(config.model)
   optimizer = optim.make_optimizer(config.optimizer)
-  abstract, shardings = abstract_state(config, backbone, tasks, optimizer, mesh,
-                                       sharding.logical_rules(config))
+  abstract, shardings = state_lib.abstract_state(config, backbone, tasks, optimizer, mesh,
+                                                 sharding.logical_rules(config))
   manager = checkpoint.make_manager(workdir, config, read_only=True)
   restored = checkpoint.restore(manager, abstract)
   if restored is None:

@@ -18,6 +18,7 @@ from vivit_cofinetune import optim
 from vivit_cofinetune import preemption
 from vivit_cofinetune import sharding
 from vivit_cofinetune import state as state_lib
+from vivit_cofinetune import tasks as tasks_lib
 from vivit_cofinetune.data import mixture
 from vivit_cofinetune.data import pipeline
 
@@ -92,8 +93,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                jax.process_count())
 
   # Tasks and schedule
-  infos = evaluate.dataset_infos(config)
-  tasks = evaluate.make_tasks(config, infos)
+  infos = tasks_lib.dataset_infos(config)
+  tasks = tasks_lib.make_tasks(config, infos)
   schedule = mixture.task_schedule(
       config.schedule.phases, seed=config.seed,
       transfer_steps={n: t.get('transfer_steps', 0) for n, t in config.tasks.items()},
@@ -106,8 +107,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # Model and state
   backbone = state_lib.make_backbone(config.model)
   optimizer = optim.make_optimizer(config.optimizer)
-  abstract_state, state_shardings = evaluate.abstract_state(config, backbone, tasks, optimizer, mesh,
-                                                            rules)
+  abstract_state, state_shardings = state_lib.abstract_state(config, backbone, tasks, optimizer,
+                                                             mesh, rules)
   manager = checkpoint.make_manager(workdir, config)
   restored = checkpoint.restore(manager, abstract_state, set_aside_unreadable=True)
   if restored:
@@ -118,7 +119,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                       'have read %s: was the schedule changed?', batches_consumed,
                       schedule.batches_before(int(state.step)))
   else:
-    state = evaluate.initial_state(config, backbone, tasks, optimizer, state_shardings)
+    state = state_lib.initial_state(config, backbone, tasks, optimizer, state_shardings)
     batches_consumed = {}
   # A task the checkpoint does not know (added to the config since) starts at its first batch.
   batches_consumed = {name: batches_consumed.get(name, 0) for name in trained}
