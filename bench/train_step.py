@@ -98,12 +98,12 @@ def run(config: ml_collections.ConfigDict, task_name: str, steps: int) -> dict:
   tasks = tasks_lib.make_tasks(config)
   backbone = state_lib.make_backbone(config.model)
   optimizer = optim.make_optimizer(config.optimizer)
-  _, state_shardings = state_lib.abstract_state(config, backbone, tasks, optimizer, mesh,
-                                               sharding.logical_rules(config))
+  rules = sharding.logical_rules(config)
+  _, state_shardings = state_lib.abstract_state(config, backbone, tasks, optimizer, mesh, rules)
   state = state_lib.initial_state(config, backbone, tasks, optimizer, state_shardings)
   trainable = optim.trainable_mask(state.params, config.get('init_from', {}).get('freeze', ()))
   train_step = train.jit_train_step(backbone, tasks[task_name], optimizer, config, trainable,
-                                    state_shardings, mesh)
+                                    state_shardings, mesh, rules)
 
   task_config = config.tasks[task_name]
   batch_size = task_config.batch_size

@@ -22,14 +22,15 @@ from vivit_cofinetune.data import pipeline
 class Evaluator:
   """Runs every task's eval split through the model and aggregates the task's metrics."""
 
-  def __init__(self, config, backbone, tasks: Mapping, mesh, params_shardings):
+  def __init__(self, config, backbone, tasks: Mapping, mesh, rules, params_shardings):
     self.config, self.tasks, self.mesh = config, tasks, mesh
     self.inputs = {name: pipeline.eval_input(config.tasks[name], data_dir=config.data_dir)
                    for name in tasks}
     batch_sharding = sharding.batch_sharding(mesh)
     self.steps = {
-        name: jax.jit(self._make_eval_step(backbone, task),
-                      in_shardings=(params_shardings, batch_sharding), out_shardings=batch_sharding)
+        name: sharding.jit(self._make_eval_step(backbone, task), mesh, rules,
+                           in_shardings=(params_shardings, batch_sharding),
+                           out_shardings=batch_sharding)
         for name, task in tasks.items()}
 
   @staticmethod
@@ -110,20 +111,21 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   """--mode=eval: evaluates the latest checkpoint of `workdir` on every task."""
   workdir = checkpoint.resolve_path(workdir)
   config_lib.validate_config(config, num_devices=jax.device_count(),
+                             num_processes=jax.process_count(),
                              known_datasets=pipeline.known_datasets(config))
   mesh = sharding.make_mesh(config.mesh)
   tasks = tasks_lib.make_tasks(config, tasks_lib.dataset_infos(config))
   backbone = state_lib.make_backbone(config.model)
   optimizer = optim.make_optimizer(config.optimizer)
-  abstract, shardings = state_lib.abstract_state(config, backbone, tasks, optimizer, mesh,
-                                                 sharding.logical_rules(config))
+  rules = sharding.logical_rules(config)
+  abstract, shardings = state_lib.abstract_state(config, backbone, tasks, optimizer, mesh, rules)
   manager = checkpoint.make_manager(workdir, config, read_only=True)
   restored = checkpoint.restore(manager, abstract)
   if restored is None:
     raise FileNotFoundError(f'--workdir={workdir}: no checkpoint under {workdir / "checkpoints"}')
   state, _ = restored
   step = int(state.step)
-  results, images = Evaluator(config, backbone, tasks, mesh, shardings.params).evaluate(
+  results, images = Evaluator(config, backbone, tasks, mesh, rules, shardings.params).evaluate(
       state.params, step=step, output_dir=workdir / 'eval')
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   writer.write_scalars(step, flatten_for_summary(results))

@@ -66,12 +66,13 @@ def make_train_step(backbone, task, optimizer, config: ml_collections.ConfigDict
 
 
 def jit_train_step(backbone, task, optimizer, config: ml_collections.ConfigDict, trainable,
-                   state_shardings, mesh):
-  """The task's train step, jitted with explicit shardings and the state donated."""
+                   state_shardings, mesh, rules):
+  """The task's train step, jitted with explicit shardings, the state donated, and traced with the
+  mesh and logical rules in context (so the model's activation constraints apply)."""
   replicated = sharding.replicated(mesh)
-  return jax.jit(make_train_step(backbone, task, optimizer, config, trainable),
-                 in_shardings=(state_shardings, sharding.batch_sharding(mesh), replicated),
-                 out_shardings=(state_shardings, replicated), donate_argnums=0)
+  return sharding.jit(make_train_step(backbone, task, optimizer, config, trainable), mesh, rules,
+                      in_shardings=(state_shardings, sharding.batch_sharding(mesh), replicated),
+                      out_shardings=(state_shardings, replicated), donate_argnums=0)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -85,6 +86,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   # Config, devices, mesh
   config_lib.validate_config(config, num_devices=jax.device_count(),
+                             num_processes=jax.process_count(),
                              known_datasets=pipeline.known_datasets(config))
   mesh = sharding.make_mesh(config.mesh)
   rules = sharding.logical_rules(config)
@@ -130,9 +132,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   # Steps: one compiled train step per task
   train_steps = {name: jit_train_step(backbone, tasks[name], optimizer, config, trainable,
-                                      state_shardings, mesh)
+                                      state_shardings, mesh, rules)
                  for name in trained}
-  evaluator = evaluate.Evaluator(config, backbone, tasks, mesh, state_shardings.params)
+  evaluator = evaluate.Evaluator(config, backbone, tasks, mesh, rules, state_shardings.params)
 
   # Input pipelines, resumed at the data position of the checkpoint
   iterators = {name: pipeline.train_iterator(config.tasks[name], data_dir=config.data_dir,
