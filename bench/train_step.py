@@ -6,7 +6,7 @@
       --batch_size=1 --steps=2
 
 Builds the backbone, heads, optimizer, sharded state and jitted step with the trainer's own functions
-(train.make_train_step, evaluate.abstract_state / initial_state) and feeds one random batch of the
+(train.make_train_step, state.abstract_state / initial_state) and feeds one random batch of the
 task's shapes, already on the devices, so the time is the step alone (no input pipeline). The batch's
 host-to-device copy, which the trainer pays every step, is timed on its own (put_batch_s).
 Model FLOP/s = 3 x analytic forward FLOPs of the backbone (models/vivit.flops_per_clip) x batch / step
@@ -32,7 +32,6 @@ import ml_collections
 import numpy as np
 
 from vivit_cofinetune import config_lib
-from vivit_cofinetune import evaluate
 from vivit_cofinetune import optim
 from vivit_cofinetune import sharding
 from vivit_cofinetune import state as state_lib
@@ -96,15 +95,15 @@ def run(config: ml_collections.ConfigDict, task_name: str, steps: int) -> dict:
   """Compiles and times `steps` train steps of `task_name`; returns the measurements."""
   mesh = sharding.make_mesh(config.mesh)
   # Class names and counts only matter to evaluation; not reading them keeps the bench off the data.
-  tasks = {name: tasks_lib.make_task(name, task_config) for name, task_config in config.tasks.items()}
+  tasks = tasks_lib.make_tasks(config)
   backbone = state_lib.make_backbone(config.model)
   optimizer = optim.make_optimizer(config.optimizer)
-  _, state_shardings = evaluate.abstract_state(config, backbone, tasks, optimizer, mesh,
-                                               sharding.logical_rules(config))
-  state = evaluate.initial_state(config, backbone, tasks, optimizer, state_shardings)
+  rules = sharding.logical_rules(config)
+  _, state_shardings = state_lib.abstract_state(config, backbone, tasks, optimizer, mesh, rules)
+  state = state_lib.initial_state(config, backbone, tasks, optimizer, state_shardings)
   trainable = optim.trainable_mask(state.params, config.get('init_from', {}).get('freeze', ()))
   train_step = train.jit_train_step(backbone, tasks[task_name], optimizer, config, trainable,
-                                    state_shardings, mesh)
+                                    state_shardings, mesh, rules)
 
   task_config = config.tasks[task_name]
   batch_size = task_config.batch_size

@@ -38,7 +38,10 @@ def set_input(task, **fields):
     (lambda c: c.tasks.synthetic_loc.update(kind='detection'),
      "config.tasks.synthetic_loc.kind='detection': expected one of"),
     (lambda c: c.tasks.synthetic_cls.update(batch_size=12),
-     'config.tasks.synthetic_cls.batch_size=12: expected a positive multiple of the device count (8)'),
+     'config.tasks.synthetic_cls.batch_size=12: expected a positive multiple of data x fsdp of '
+     'config.mesh (8)'),
+    (lambda c: c.mesh.update(data=3),
+     "config.mesh={'data': 3, 'fsdp': 1, 'model': 1} has 3 devices; 8 are present"),
     (lambda c: c.tasks.synthetic_cls.update(transfer_steps=0),
      "config.schedule.phases[0].mixture.synthetic_cls='steps' needs "
      'config.tasks.synthetic_cls.transfer_steps'),
@@ -64,6 +67,16 @@ def test_mistakes_name_the_field(mutate, message):
   with pytest.raises(config_lib.ConfigError) as error:
     config_lib.validate_config(config, num_devices=8, known_datasets=None)
   assert message in str(error.value)
+
+
+def test_batch_sizes_split_over_data_and_fsdp_not_model():
+  config = demo()
+  config.mesh = dict(data=2, fsdp=1, model=4)
+  config.tasks.synthetic_cls.batch_size = 2
+  config_lib.validate_config(config, num_devices=8, known_datasets=None)
+  config.mesh = dict(data=1, fsdp=2, model=4)
+  with pytest.raises(config_lib.ConfigError, match='and of the host count [(]4[)]'):
+    config_lib.validate_config(config, num_devices=8, num_processes=4, known_datasets=None)
 
 
 def test_missing_dataset_names_the_field_and_the_guide():

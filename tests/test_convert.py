@@ -16,6 +16,7 @@ import pytest
 
 import foreign_checkpoints as foreign
 from vivit_cofinetune import checkpoint
+from vivit_cofinetune import param_paths
 from vivit_cofinetune.models import convert
 from vivit_cofinetune.models import heads
 from vivit_cofinetune.models import vivit
@@ -224,7 +225,7 @@ def test_load_big_vision_vit_reads_every_layout_into_one(tmp_path, layout, prefi
   assert all(name.startswith(prefix) for name in written)
   loaded = convert.load_big_vision_vit(path)
   expected = foreign.flatten(params)
-  got = convert._flatten(loaded)  # pylint: disable=protected-access
+  got = param_paths.flatten(loaded)
   assert sorted(got) == sorted(expected)
   for name, value in expected.items():
     # The AugReg layout splits the token between 'cls' and a position slot: only the sum is defined.
@@ -425,7 +426,7 @@ def test_load_scenic_checkpoint_reads_both_train_states(tmp_path, layout):
   for path in (str(tmp_path), file):  # a directory gives its latest step (10, not 9)
     loaded = convert.load_scenic_checkpoint(path)
     expected = foreign.flatten(params)
-    got = convert._flatten(loaded)  # pylint: disable=protected-access
+    got = param_paths.flatten(loaded)
     assert sorted(got) == sorted(expected)
     for name, value in expected.items():
       np.testing.assert_array_equal(got[name], value, err_msg=name)
@@ -536,9 +537,9 @@ def test_convert_tool_writes_a_directory_that_round_trips(tmp_path):
   restored = checkpoint.read_params(output)
   backbone, head = convert.scenic_vivit_to_ours(scenic, vivit.vivit_config('B/16x2', **written['model']))
   expected = {'backbone': backbone, 'heads': {'kinetics': head}}
-  got = convert._flatten(restored)  # pylint: disable=protected-access
-  assert sorted(got) == sorted(convert._flatten(expected))  # pylint: disable=protected-access
-  for name, value in convert._flatten(expected).items():  # pylint: disable=protected-access
+  got = param_paths.flatten(restored)
+  assert sorted(got) == sorted(param_paths.flatten(expected))
+  for name, value in param_paths.flatten(expected).items():
     np.testing.assert_array_equal(got[name], value, err_msg=name)
 
 

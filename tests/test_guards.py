@@ -20,8 +20,13 @@ REPO = pathlib.Path(__file__).parent.parent
     (dict(data=2, fsdp=2, model=1), r'has 4 devices; 8 are present'),
 ])
 def test_bad_mesh_sizes_are_config_errors(mesh, message):
-  eight_devices = [object()] * 8  # the sizes are checked before any device is touched
+  # validate_config checks the mesh before anything starts, so main prints one line.
+  config = config_lib.load_config_file(str(REPO / 'configs' / 'demo_cofinetune.py'))
+  config.mesh = mesh
   with pytest.raises(config_lib.ConfigError, match=message):
+    config_lib.validate_config(config, num_devices=8, known_datasets=None)
+  eight_devices = [object()] * 8  # the sizes are checked before any device is touched
+  with pytest.raises(ValueError, match=message):
     sharding.make_mesh(mesh, devices=eight_devices)
   # -1 takes what the other axes leave.
   assert dict(sharding.make_mesh(dict(data=-1, fsdp=1)).shape) == dict(

@@ -1,5 +1,5 @@
 """config.init_from: params loaded by name from a workdir or a converted checkpoint, some of them
-re-initialised or frozen (checkpoint.merge_params, evaluate.initial_state, the train step mask)."""
+re-initialised or frozen (checkpoint.merge_params, state.initial_state, the train step mask)."""
 import jax
 import ml_collections
 import numpy as np
@@ -9,17 +9,17 @@ import foreign_checkpoints as foreign
 import test_convert
 from test_train import tiny_config
 from vivit_cofinetune import checkpoint
-from vivit_cofinetune import evaluate
 from vivit_cofinetune import optim
+from vivit_cofinetune import param_paths
 from vivit_cofinetune import sharding
 from vivit_cofinetune import state as state_lib
+from vivit_cofinetune import tasks as tasks_lib
 from vivit_cofinetune import train
 from vivit_cofinetune.tools import convert_checkpoint
 
 
 def flat(tree) -> dict[str, np.ndarray]:
-  return {'/'.join(map(str, name)): np.asarray(value)
-          for name, value in checkpoint._flatten(tree).items()}  # pylint: disable=protected-access
+  return {name: np.asarray(value) for name, value in param_paths.flatten(tree).items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -80,18 +80,18 @@ def test_merge_params_shape_mismatch_names_the_param_and_suggests_reinit():
 def model_parts(config):
   """(backbone, tasks, optimizer, state shardings, abstract state) of a run of `config`."""
   mesh = sharding.make_mesh(config.mesh)
-  tasks = evaluate.make_tasks(config, evaluate.dataset_infos(config))
+  tasks = tasks_lib.make_tasks(config, tasks_lib.dataset_infos(config))
   backbone = state_lib.make_backbone(config.model)
   optimizer = optim.make_optimizer(config.optimizer)
-  abstract, shardings = evaluate.abstract_state(config, backbone, tasks, optimizer, mesh,
+  abstract, shardings = state_lib.abstract_state(config, backbone, tasks, optimizer, mesh,
                                                 sharding.logical_rules(config))
   return backbone, tasks, optimizer, shardings, abstract
 
 
 def initial_params(config) -> dict:
-  """The params a run of `config` starts from (evaluate.initial_state)."""
+  """The params a run of `config` starts from (state.initial_state)."""
   backbone, tasks, optimizer, shardings, _ = model_parts(config)
-  return evaluate.initial_state(config, backbone, tasks, optimizer, shardings).params
+  return state_lib.initial_state(config, backbone, tasks, optimizer, shardings).params
 
 
 def write_workdir(config, workdir) -> dict[str, np.ndarray]:

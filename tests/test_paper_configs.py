@@ -12,7 +12,6 @@ import fake_releases
 import foreign_checkpoints as foreign
 from vivit_cofinetune import checkpoint
 from vivit_cofinetune import config_lib
-from vivit_cofinetune import evaluate
 from vivit_cofinetune import optim
 from vivit_cofinetune import paper_config
 from vivit_cofinetune import sharding
@@ -122,9 +121,9 @@ def test_init_reads_an_image_vit_converted_by_the_docstrings_command(tmp_path):
   tasks = {name: tasks_lib.make_task(name, task) for name, task in config.tasks.items()}
   backbone = state_lib.make_backbone(config.model)
   optimizer = optim.make_optimizer(config.optimizer)
-  _, shardings = evaluate.abstract_state(config, backbone, tasks, optimizer, mesh,
+  _, shardings = state_lib.abstract_state(config, backbone, tasks, optimizer, mesh,
                                          sharding.logical_rules(config))
-  params = evaluate.initial_state(config, backbone, tasks, optimizer, shardings).params
+  params = state_lib.initial_state(config, backbone, tasks, optimizer, shardings).params
   expected = checkpoint.read_params(converted)['backbone']
   jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, params['backbone']),
                expected)
@@ -198,7 +197,7 @@ def test_local_mode_fits_the_datasets_prepared_from_fake_releases(name, prepared
   config_lib.validate_config(config, num_devices=jax.device_count(),
                              known_datasets=pipeline.known_datasets(config))
   # Class names, ids and evaluation files of every dataset fit the tasks (AVA: the 60 eval classes).
-  tasks = evaluate.make_tasks(config, evaluate.dataset_infos(config))
+  tasks = tasks_lib.make_tasks(config, tasks_lib.dataset_infos(config))
   assert len(tasks['ava'].labelmap) == len(paper_config.AVA_EVAL_CLASS_IDS)
   for task_name, task in config.tasks.items():
     batch = next(pipeline.train_iterator(task, data_dir=data_dir, seed=0))

@@ -17,7 +17,6 @@ import time
 import numpy as np
 import pytest
 
-from vivit_cofinetune import checkpoint
 from vivit_cofinetune import train
 from test_scale import CONFIG_FILE, OVERRIDES, REPO, SUBPROCESS_TIMEOUT_S, scale_config, saved_params
 from test_scale import _free_port

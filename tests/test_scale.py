@@ -1,4 +1,5 @@
-"""One config on 1 device, 8 emulated devices and 2 processes; checkpoints restore onto other meshes.
+"""One config on 1 device, 8 emulated devices and 2 processes; checkpoints restore onto other meshes;
+per-device memory of the compiled step under fsdp and tensor parallelism.
 
 Jobs with several devices run in a subprocess (this file run as a script, or vivit_cofinetune.main):
 XLA_FLAGS=--xla_force_host_platform_device_count must be set before jax is imported.
@@ -6,8 +7,10 @@ XLA_FLAGS=--xla_force_host_platform_device_count must be set before jax is impor
 import csv
 import functools
 import json
+import math
 import os
 import pathlib
+import re
 import shutil
 import socket
 import subprocess
@@ -17,15 +20,18 @@ import flax.linen as nn
 import jax
 import numpy as np
 import pytest
+import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from vivit_cofinetune import checkpoint
 from vivit_cofinetune import config_lib
-from vivit_cofinetune import evaluate
 from vivit_cofinetune import optim
+from vivit_cofinetune import param_paths
 from vivit_cofinetune import sharding
 from vivit_cofinetune import state as state_lib
+from vivit_cofinetune import tasks as tasks_lib
 from vivit_cofinetune import train
+from vivit_cofinetune.tools import estimate_memory
 
 pytestmark = pytest.mark.slow
 REPO = pathlib.Path(__file__).parent.parent
@@ -36,12 +42,19 @@ OVERRIDES = {
     'tasks.synthetic_cls.dataset.name': 'synthetic_actions_cls/tiny',
     'tasks.synthetic_loc.batch_size': 8, 'tasks.synthetic_cls.batch_size': 8,
     'tasks.synthetic_loc.eval_batch_size': 8, 'tasks.synthetic_cls.eval_batch_size': 8,
-    'model.num_layers': 2, 'optimizer.warmup_steps': 2,
+    # 8 heads (of 8 dims): heads split over model=8.
+    'model.num_layers': 2, 'model.num_heads': 8, 'optimizer.warmup_steps': 2,
     'log_every': 2, 'eval_every': 4, 'checkpoint_every': 2,
 }
 FINAL_STEP, MIDWAY_STEP = 4, 2
+# Each on 8 devices: data parallel, fully sharded, both with tensor parallelism, tensor parallel.
+MESHES = {'8,1,1': dict(data=8, fsdp=1, model=1), '1,8,1': dict(data=1, fsdp=8, model=1),
+          '2,2,2': dict(data=2, fsdp=2, model=2), '1,1,8': dict(data=1, fsdp=1, model=8)}
 # What DEFAULT_RULES should do to each logical axis on the mesh (written out here, not imported).
 EXPECTED_MESH_AXIS = {'embed': 'fsdp', 'mlp': 'model', 'heads': 'model'}
+# Training losses and eval metrics on another mesh: float32 summation order again (eval metrics are
+# computed from logits that differ by ~1e-6, far from any ranking tie on these sets).
+LOSS_ATOL, METRIC_ATOL = 1e-5, 1e-4
 # Same params on another mesh differ only by float32 summation order (the batch mean over 8 shards,
 # the fsdp all-gathers). Measured after 4 AdamW steps: at most 1.4e-6, always on the attention key
 # bias, whose true gradient is zero (softmax ignores it): Adam normalises its round-off gradient, so
@@ -62,8 +75,18 @@ def scale_config(data_dir: str | pathlib.Path, mesh: dict):
 
 
 def _flat(tree) -> dict[str, np.ndarray]:
-  return {'/'.join(map(str, key)): value
-          for key, value in checkpoint._flatten(tree).items()}  # pylint: disable=protected-access
+  return param_paths.flatten(tree)
+
+
+def logged_scalars(workdir: pathlib.Path, prefix: str = 'train/') -> dict[str, float]:
+  """'TAG@STEP' -> value of every scalar the run wrote to TensorBoard under `prefix`."""
+  scalars = {}
+  for path in sorted(workdir.glob('events.out.tfevents.*')):
+    for event in tf.compat.v1.train.summary_iterator(str(path)):
+      for value in event.summary.value:
+        if value.tag.startswith(prefix) and '/loss' in value.tag:
+          scalars[f'{value.tag}@{event.step}'] = float(tf.make_ndarray(value.tensor))
+  return scalars
 
 
 def saved_params(workdir: pathlib.Path, step: int) -> dict[str, np.ndarray]:
@@ -81,9 +104,9 @@ def run_job(data_dir: str, workdir: str, mesh: dict) -> dict:
   workdir = pathlib.Path(workdir)
   config = scale_config(data_dir, mesh)
   mesh = sharding.make_mesh(config.mesh)
-  tasks = evaluate.make_tasks(config, evaluate.dataset_infos(config))
+  tasks = tasks_lib.make_tasks(config, tasks_lib.dataset_infos(config))
   backbone = state_lib.make_backbone(config.model)
-  abstract, _ = evaluate.abstract_state(config, backbone, tasks, optim.make_optimizer(config.optimizer),
+  abstract, _ = state_lib.abstract_state(config, backbone, tasks, optim.make_optimizer(config.optimizer),
                                         mesh, sharding.logical_rules(config))
 
   def restore_onto_mesh():
@@ -95,7 +118,7 @@ def run_job(data_dir: str, workdir: str, mesh: dict) -> dict:
     state, _ = restore_onto_mesh()
     report['restored_step'] = int(state.step)
     np.savez(workdir / 'restored_params.npz', **_flat(sharding.gather_to_host(state.params)))
-  train.train_and_evaluate(config, str(workdir))
+  report['results'] = train.train_and_evaluate(config, str(workdir))
 
   state, _ = restore_onto_mesh()
   clip_shape = state_lib.input_shape(config.tasks.synthetic_loc)
@@ -109,17 +132,57 @@ def run_job(data_dir: str, workdir: str, mesh: dict) -> dict:
   return report
 
 
-def run_job_on_devices(num_devices: int, data_dir, workdir, mesh: dict) -> dict:
-  """run_job in a fresh process with `num_devices` emulated CPU devices."""
-  # The script's sys.path starts at tests/, so without PYTHONPATH it would import whatever
-  # vivit_cofinetune is installed (another checkout) rather than this tree's.
+def run_jobs(data_dir: str, jobs: list) -> list[dict]:
+  """run_job for each (workdir, mesh) in turn, in this process."""
+  return [run_job(data_dir, workdir, mesh) for workdir, mesh in jobs]
+
+
+def compiled_memory(meshes: dict[str, dict]) -> dict[str, dict]:
+  """Per mesh: estimate_memory's per-device bytes of the classification step, and the number of
+  elements per device of each forward attention projection and MLP hidden activation (from the
+  compiled HLO). Mesh '1' is this process' first device alone."""
+  config = scale_config('unused', {})
+  reports = {}
+  for name, mesh_config in meshes.items():
+    config.mesh = mesh_config
+    devices = jax.devices()[:math.prod(mesh_config.values())]
+    mesh = sharding.make_mesh(mesh_config, devices)
+    compiled, abstract = estimate_memory.compile_train_step(config, mesh, 'synthetic_cls')
+    report = estimate_memory.memory_of(compiled, abstract)
+    report['elements'] = _forward_elements(compiled.as_text())
+    reports[name] = report
+  return reports
+
+
+def _forward_elements(hlo: str) -> dict[str, list[int]]:
+  """Elements per device of the forward dots of attention/{query,key,value} and mlp/hidden."""
+  found = {}
+  for line in hlo.splitlines():
+    match = re.match(r'\s*(?:ROOT )?%\S+ = \w+\[([0-9,]*)\]\S* (dot|fusion)\(.*op_name="([^"]*)"',
+                     line)
+    if not match or 'transpose(' in match.group(3):  # transpose(...) is the backward pass
+      continue
+    for part in ('attention/query', 'attention/key', 'attention/value', 'mlp/hidden'):
+      if match.group(3).endswith(f'{part}/dot_general'):
+        found.setdefault(part, []).append(math.prod(int(d) for d in match.group(1).split(',')))
+  return found
+
+
+def in_subprocess(num_devices: int, function: str, *args, timeout_s: int = SUBPROCESS_TIMEOUT_S):
+  """tests/test_scale.py's `function(*args)` in a fresh process with `num_devices` CPU devices,
+  importing this checkout's code (whatever copy of the package is installed)."""
   env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={num_devices}',
-             PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get('PYTHONPATH')])))
+             PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get('PYTHONPATH', '')]))
   completed = subprocess.run(
-      [sys.executable, __file__, json.dumps([str(data_dir), str(workdir), mesh])],
-      env=env, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S, check=False)
+      [sys.executable, __file__, function, json.dumps(args)], cwd=REPO,
+      env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
   assert completed.returncode == 0, completed.stderr[-5000:]
   return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def run_job_on_devices(num_devices: int, data_dir, workdir, mesh: dict) -> dict:
+  """run_job in a fresh process with `num_devices` emulated CPU devices."""
+  return in_subprocess(num_devices, 'run_job', str(data_dir), str(workdir), mesh)
 
 
 def assert_params_close(actual: dict, expected: dict, atol: float):
@@ -136,46 +199,107 @@ def copy_without_final_checkpoint(source: pathlib.Path, target: pathlib.Path) ->
 
 
 @pytest.fixture(scope='module')
-def single_device(data_dir, tmp_path_factory):
+def single_device_job(data_dir, tmp_path_factory):
   """The reference: the config trained from scratch on this process' single CPU device."""
   assert jax.device_count() == 1
   workdir = tmp_path_factory.mktemp('single_device')
-  run_job(str(data_dir), str(workdir), dict(data=-1, fsdp=1, model=1))
-  return workdir
-
-
-@pytest.fixture(scope='module')
-def fsdp_job(data_dir, single_device, tmp_path_factory):  # pylint: disable=unused-argument
-  """The same config from scratch on 8 devices, params split over fsdp=2 (after the data exists)."""
-  workdir = tmp_path_factory.mktemp('fsdp')
-  report = run_job_on_devices(8, data_dir, workdir, dict(data=4, fsdp=2, model=1))
+  report = run_job(str(data_dir), str(workdir), dict(data=-1, fsdp=1, model=1))
   return workdir, report
 
 
-def test_fsdp_params_are_sharded_as_the_logical_rules_say(fsdp_job):
+@pytest.fixture(scope='module')
+def single_device(single_device_job):
+  return single_device_job[0]
+
+
+@pytest.fixture(scope='module')
+def mesh_jobs(data_dir, single_device, tmp_path_factory):  # pylint: disable=unused-argument
+  """The same config from scratch on each of MESHES over 8 devices, in one process (after the data
+  exists): {mesh name: (workdir, report)}."""
+  workdirs = {name: tmp_path_factory.mktemp(f'mesh_{name.replace(",", "_")}') for name in MESHES}
+  reports = in_subprocess(8, 'run_jobs', str(data_dir),
+                          [(str(workdirs[name]), mesh) for name, mesh in MESHES.items()],
+                          timeout_s=len(MESHES) * SUBPROCESS_TIMEOUT_S)
+  return {name: (workdirs[name], report) for name, report in zip(MESHES, reports)}
+
+
+@pytest.fixture(scope='module')
+def fsdp_job(mesh_jobs):
+  """The run on data=2, fsdp=2, model=2."""
+  return mesh_jobs['2,2,2']
+
+
+def test_params_are_sharded_as_the_logical_rules_say(fsdp_job):
   _, report = fsdp_job
-  split_over_fsdp = []
+  split = []
   for name, param in report['params'].items():
     logical = param['logical'] + [None] * (len(param['shape']) - len(param['logical']))
     spec = param['spec'] + [None] * (len(param['shape']) - len(param['spec']))
     expected_spec = [EXPECTED_MESH_AXIS.get(axis) for axis in logical]
     assert spec == expected_spec, (name, logical, spec)
-    # model=1 and data replicates params, so only an 'embed' dimension is split, in two.
-    expected_shard = [size // 2 if axis == 'embed' else size
+    # fsdp=2 and model=2 (data replicates params): 'embed', 'mlp' and 'heads' are split in two.
+    expected_shard = [size // 2 if axis in EXPECTED_MESH_AXIS else size
                       for size, axis in zip(param['shape'], logical)]
     assert param['shard_shape'] == expected_shard, (name, param)
     if 'embed' in logical:
-      split_over_fsdp.append(name)
-  assert 'backbone/encoder/layers/mlp/hidden/kernel' in split_over_fsdp
-  assert report['params']['backbone/encoder/layers/mlp/hidden/kernel']['shard_shape'] == [2, 32, 128]
+      split.append(name)
+  assert 'backbone/encoder/layers/mlp/hidden/kernel' in split
+  assert report['params']['backbone/encoder/layers/mlp/hidden/kernel']['shard_shape'] == [2, 32, 64]
+  assert report['params']['backbone/encoder/layers/attention/query/kernel']['shard_shape'] == [
+      2, 32, 4, 8]
 
 
-def test_fsdp_on_8_devices_ends_with_the_params_of_1_device(fsdp_job, single_device):
-  workdir, _ = fsdp_job
-  expected = saved_params(single_device, FINAL_STEP)
+@pytest.mark.parametrize('mesh_name', list(MESHES))
+def test_every_mesh_ends_with_the_losses_params_and_metrics_of_1_device(mesh_name, mesh_jobs,
+                                                                        single_device_job):
+  workdir, report = mesh_jobs[mesh_name]
+  expected_workdir, expected_report = single_device_job
+  expected_losses = logged_scalars(expected_workdir)
+  assert len(expected_losses) == 4  # both tasks at steps 2 and 4
+  losses = logged_scalars(workdir)
+  assert losses.keys() == expected_losses.keys()
+  for tag, value in expected_losses.items():
+    assert abs(losses[tag] - value) <= LOSS_ATOL, (tag, losses[tag], value)
+  expected = saved_params(expected_workdir, FINAL_STEP)
   assert_params_close(saved_params(workdir, FINAL_STEP), expected, PARAMS_ATOL)
   # The comparison is not vacuous: training moved the zero-initialised heads.
   assert np.abs(expected['heads/synthetic_cls/output/kernel']).max() > 1e-4
+  for task, metrics in expected_report['results'].items():
+    for key, value in metrics.items():
+      np.testing.assert_allclose(report['results'][task][key], value, rtol=0, atol=METRIC_ATOL,
+                                 err_msg=f'{task}/{key}')
+
+
+@pytest.fixture(scope='module')
+def memory():
+  """compiled_memory on 8 devices for one device alone and three meshes."""
+  return in_subprocess(8, 'compiled_memory', {'1': dict(data=1, fsdp=1, model=1), **{
+      name: MESHES[name] for name in ('8,1,1', '1,8,1', '1,1,8')}})
+
+
+def test_fsdp_8_keeps_an_eighth_of_params_and_optimizer_per_device(memory):
+  replicated, fsdp = memory['8,1,1'], memory['1,8,1']
+  assert replicated['params'] == memory['1']['params']
+  ratio = (fsdp['params'] + fsdp['optimizer']) / (replicated['params'] + replicated['optimizer'])
+  # Above 1/8 by what no rule splits over fsdp: the biases of attention and MLP and the heads' bias.
+  assert 1 / 8 <= ratio < 1.1 / 8, ratio
+  # The compiled program's arguments are those states plus one batch part (sharded alike).
+  for report in (replicated, fsdp):
+    assert 0 < report['arguments'] - report['params'] - report['optimizer'] < 200_000
+
+
+def test_model_8_splits_attention_and_mlp_activations(memory):
+  config = scale_config('unused', {})
+  d, m = config.model.hidden_size, config.model.mlp_dim
+  tokens = 8 * 4 * 4 * 4  # batch 8 (not split by model), 4 x 4 x 4 patches per clip
+  one, split = memory['1']['elements'], memory['1,1,8']['elements']
+  assert set(one) == set(split) == {'attention/query', 'attention/key', 'attention/value',
+                                    'mlp/hidden'}
+  for part in ('attention/query', 'attention/key', 'attention/value'):
+    assert set(one[part]) == {tokens * d} and set(split[part]) == {tokens * d // 8}, part
+  assert set(one['mlp/hidden']) == {tokens * m} and set(split['mlp/hidden']) == {tokens * m // 8}
+  # Residual stream and gradients stay whole, so the step's temporaries shrink by less than 8x.
+  assert memory['1,1,8']['activations'] < 0.6 * memory['1']['activations']
 
 
 def test_1_device_checkpoint_resumes_on_8_devices(data_dir, single_device, tmp_path):
@@ -220,7 +344,8 @@ def test_two_processes_train_evaluate_every_example_once_and_checkpoint(data_dir
              # fsdp over all 4 devices: every param's shards live on both processes.
              '--config.mesh.data=1', '--config.mesh.fsdp=4',
              f'--coordinator_address=127.0.0.1:{_free_port()}', '--num_processes=2']
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2')
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2',
+             PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get('PYTHONPATH', '')]))
   processes = [subprocess.Popen(command + [f'--process_id={index}'], env=env, cwd=REPO,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for index in range(2)]
@@ -252,4 +377,5 @@ def test_two_processes_train_evaluate_every_example_once_and_checkpoint(data_dir
 
 
 if __name__ == '__main__':
-  print(json.dumps(run_job(*json.loads(sys.argv[1]))))
+  _JOBS = {'run_job': run_job, 'run_jobs': run_jobs, 'compiled_memory': compiled_memory}
+  print(json.dumps(_JOBS[sys.argv[1]](*json.loads(sys.argv[2]))))

@@ -15,8 +15,10 @@ from vivit_cofinetune import checkpoint
 from vivit_cofinetune import config_lib
 from vivit_cofinetune import evaluate
 from vivit_cofinetune import optim
+from vivit_cofinetune import param_paths
 from vivit_cofinetune import sharding
 from vivit_cofinetune import state as state_lib
+from vivit_cofinetune import tasks as tasks_lib
 from vivit_cofinetune import train
 from vivit_cofinetune.data import mixture
 from vivit_cofinetune.data import pipeline
@@ -80,13 +82,13 @@ def test_resumed_run_ends_with_the_params_of_an_uninterrupted_run(trained, tmp_p
   shutil.rmtree(resumed / 'checkpoints' / '8')
   results = train.train_and_evaluate(config, str(resumed))
 
-  flat_expected = checkpoint._flatten(checkpoint.read_params(uninterrupted))  # pylint: disable=protected-access
-  flat_actual = checkpoint._flatten(checkpoint.read_params(resumed))  # pylint: disable=protected-access
+  flat_expected = param_paths.flatten(checkpoint.read_params(uninterrupted))
+  flat_actual = param_paths.flatten(checkpoint.read_params(resumed))
   assert flat_expected.keys() == flat_actual.keys()
   for name, value in flat_expected.items():
-    np.testing.assert_array_equal(flat_actual[name], value, err_msg='/'.join(map(str, name)))
+    np.testing.assert_array_equal(flat_actual[name], value, err_msg=name)
   # The run did train: the params moved away from the zero-initialised heads.
-  assert np.abs(flat_expected[('heads', 'synthetic_cls', 'output', 'kernel')]).max() > 0
+  assert np.abs(flat_expected['heads/synthetic_cls/output/kernel']).max() > 0
 
   written = json.loads((resumed / 'eval_results.json').read_text())
   assert set(written) == {'synthetic_loc', 'synthetic_cls'}
@@ -197,8 +199,8 @@ def write_random_checkpoint(config, workdir: pathlib.Path) -> None:
   unlike a few training steps, they give different videos different top classes."""
   backbone = state_lib.make_backbone(config.model)
   optimizer = optim.make_optimizer(config.optimizer)
-  abstract, _ = evaluate.abstract_state(
-      config, backbone, evaluate.make_tasks(config, evaluate.dataset_infos(config)), optimizer,
+  abstract, _ = state_lib.abstract_state(
+      config, backbone, tasks_lib.make_tasks(config, tasks_lib.dataset_infos(config)), optimizer,
       sharding.make_mesh(config.mesh), sharding.logical_rules(config))
   rng = np.random.default_rng(0)
 

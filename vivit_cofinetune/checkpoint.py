@@ -19,6 +19,8 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from vivit_cofinetune import param_paths
+
 
 def resolve_path(path: str | os.PathLike) -> epath.Path:
   """A local path made absolute (orbax needs that), or a remote one (gs://...) as it is."""
@@ -159,11 +161,11 @@ def merge_params(fresh: dict, loaded: dict, *, reinit: Sequence[str] = (),
   silently training it from scratch would hide the mistake.
   """
   patterns = [re.compile(pattern) for pattern in reinit]
-  flat_loaded = {'/'.join(map(str, k)): v for k, v in _flatten(loaded).items()}
+  flat_loaded = param_paths.flatten(loaded)
   kept_fresh = []
 
   def choose(path, fresh_value):
-    name = '/'.join(str(getattr(key, 'key', key)) for key in path)
+    name = param_paths.name(path)
     if any(pattern.search(name) for pattern in patterns):
       kept_fresh.append(name)
       return fresh_value
@@ -184,13 +186,3 @@ def merge_params(fresh: dict, loaded: dict, *, reinit: Sequence[str] = (),
 
   merged = jax.tree_util.tree_map_with_path(choose, fresh)
   return merged, kept_fresh
-
-
-def _flatten(tree, prefix=()) -> dict:
-  if isinstance(tree, Mapping):
-    flat = {}
-    for key, value in tree.items():
-      flat.update(_flatten(value, prefix + (key,)))
-    return flat
-  return {prefix: tree}
-

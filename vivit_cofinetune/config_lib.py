@@ -1,11 +1,13 @@
 """Helpers for config files: `:key=value` arguments and validation before anything heavy starts."""
 from collections.abc import Mapping
 import importlib.util
+import math
 import numbers
 import pathlib
 
 import ml_collections
 
+from vivit_cofinetune import sharding
 from vivit_cofinetune import tasks as tasks_lib
 from vivit_cofinetune.tasks import localisation
 
@@ -42,17 +44,26 @@ def _parse_like(value: str, default, key: str):
   return value
 
 
-def validate_config(config: ml_collections.ConfigDict, *, num_devices: int,
+def validate_config(config: ml_collections.ConfigDict, *, num_devices: int, num_processes: int = 1,
                     known_datasets: Mapping[str, bool] | None = None) -> None:
   """Raises ConfigError naming the first field that cannot work.
 
   Args:
     config: the experiment config.
-    num_devices: the global device count; every global batch must split evenly over it.
+    num_devices: the global device count, which config.mesh must cover.
+    num_processes: the host count; every global batch splits evenly over the hosts (each reads its
+      part) and over data x fsdp of the mesh (the 'model' devices of a batch part share it).
     known_datasets: dataset name -> whether it can be loaded; None skips the dataset check.
   """
   if not config.get('tasks'):
     raise ConfigError('config.tasks: expected at least one task')
+  try:
+    batch_shards = sharding.batch_shards(config.get('mesh', {}), num_devices)
+  except ValueError as error:
+    raise ConfigError(str(error)) from error
+  batch_multiple = math.lcm(batch_shards, num_processes)
+  batch_rule = f'data x fsdp of config.mesh ({batch_shards})' + (
+      f' and of the host count ({num_processes})' if batch_multiple != batch_shards else '')
   for name, task in config.tasks.items():
     field = f'config.tasks.{name}'
     if task.get('kind') not in tasks_lib.TASK_KINDS:
@@ -67,9 +78,9 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int,
           f'docs/data.md, or point config.data_dir at a directory that holds it')
     for batch_field in ('batch_size', 'eval_batch_size'):
       size = task.get(batch_field)
-      if not isinstance(size, numbers.Integral) or size <= 0 or size % num_devices:
-        raise ConfigError(f'{field}.{batch_field}={size!r}: expected a positive multiple of the '
-                          f'device count ({num_devices})')
+      if not isinstance(size, numbers.Integral) or size <= 0 or size % batch_multiple:
+        raise ConfigError(f'{field}.{batch_field}={size!r}: expected a positive multiple of '
+                          f'{batch_rule}')
     if not isinstance(task.get('num_classes'), numbers.Integral) or task.num_classes <= 0:
       raise ConfigError(f'{field}.num_classes={task.get("num_classes")!r}: expected a positive int')
     _check_clip_fits_patches(config, name, task)

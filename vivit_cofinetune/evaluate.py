@@ -1,7 +1,4 @@
-"""Evaluation of every task, inside the training loop and standalone (--mode=eval on a checkpoint).
-
-Also holds the model and state set-up that training and evaluation share.
-"""
+"""Evaluation of every task, inside the training loop and standalone (--mode=eval on a checkpoint)."""
 from collections.abc import Mapping
 import json
 import math
@@ -9,7 +6,6 @@ import math
 from absl import logging
 from clu import metric_writers
 from etils import epath
-import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
@@ -23,89 +19,18 @@ from vivit_cofinetune import tasks as tasks_lib
 from vivit_cofinetune.data import pipeline
 
 
-def dataset_infos(config: ml_collections.ConfigDict) -> dict[str, pipeline.DatasetInfo]:
-  """Each task's dataset info (read once per run: it prepares the dataset and may count classes)."""
-  return {name: pipeline.dataset_info(task_config, config.data_dir)
-          for name, task_config in config.tasks.items()}
-
-
-def make_tasks(config: ml_collections.ConfigDict,
-               infos: Mapping[str, pipeline.DatasetInfo]) -> dict:
-  """Every task of the config, with class names and training class counts from its dataset."""
-  return {name: tasks_lib.make_task(name, task_config, class_names=infos[name].class_names,
-                                    train_class_counts=infos[name].train_class_counts,
-                                    class_ids=infos[name].class_ids,
-                                    evaluation_files=infos[name].evaluation_files)
-          for name, task_config in config.tasks.items()}
-
-
-def _clip_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int, int]:
-  shapes = {name: state_lib.input_shape(task) for name, task in config.tasks.items()}
-  if len(set(shapes.values())) > 1:
-    raise config_lib.ConfigError(
-        f'config.tasks.*.input: all tasks must share num_frames and crop_size (the backbone has one '
-        f'token grid); got {shapes}')
-  return next(iter(shapes.values()))
-
-
-def _max_boxes(config: ml_collections.ConfigDict) -> int:
-  return max([task.get('max_boxes', 1) for task in config.tasks.values()])
-
-
-def _boxed_state_fn(config, backbone, tasks, optimizer):
-  """rng -> a fresh state whose params still carry their logical-axis boxes."""
-  clip_shape, max_boxes = _clip_shape(config), _max_boxes(config)
-
-  def boxed_state(rng):
-    params = state_lib.init_params(backbone, tasks, clip_shape, rng, max_boxes)
-    return state_lib.init_state(params, optimizer)
-
-  return boxed_state
-
-
-def abstract_state(config, backbone, tasks, optimizer, mesh, rules):
-  """(abstract state with shardings, state shardings) without allocating anything."""
-  boxed = jax.eval_shape(_boxed_state_fn(config, backbone, tasks, optimizer), jax.random.key(0))
-  shardings = sharding.state_shardings(boxed, mesh, rules)
-  abstract = jax.tree.map(lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s),
-                          nn.meta.unbox(boxed), shardings)
-  return abstract, shardings
-
-
-def initial_state(config, backbone, tasks, optimizer, shardings):
-  """A fresh state on the mesh, with `config.init_from` params loaded where given."""
-  boxed_state = _boxed_state_fn(config, backbone, tasks, optimizer)
-  state = jax.jit(lambda rng: nn.meta.unbox(boxed_state(rng)),
-                  out_shardings=shardings)(jax.random.key(config.seed))
-  init_from = config.get('init_from', {})
-  if not init_from.get('path'):
-    return state
-  loaded = checkpoint.read_params(init_from.path)
-  params, kept_fresh = checkpoint.merge_params(
-      state.params, loaded, reinit=init_from.get('reinit', ()),
-      source=f'config.init_from.path={init_from.path}')
-  logging.info('init_from %s: %d params kept fresh: %s', init_from.path, len(kept_fresh),
-               ', '.join(kept_fresh))
-  # Loaded values are full numpy arrays on every host; each device takes its shard of them.
-  params = jax.tree.map(
-      lambda value, s: value if isinstance(value, jax.Array) else jax.make_array_from_callback(
-          value.shape, s, lambda index: value[index]),
-      params, shardings.params)
-  # The optimizer states are built under jit too, so they land on the mesh as the params do.
-  return jax.jit(lambda p: state_lib.init_state(p, optimizer), out_shardings=shardings)(params)
-
-
 class Evaluator:
   """Runs every task's eval split through the model and aggregates the task's metrics."""
 
-  def __init__(self, config, backbone, tasks: Mapping, mesh, params_shardings):
+  def __init__(self, config, backbone, tasks: Mapping, mesh, rules, params_shardings):
     self.config, self.tasks, self.mesh = config, tasks, mesh
     self.inputs = {name: pipeline.eval_input(config.tasks[name], data_dir=config.data_dir)
                    for name in tasks}
     batch_sharding = sharding.batch_sharding(mesh)
     self.steps = {
-        name: jax.jit(self._make_eval_step(backbone, task),
-                      in_shardings=(params_shardings, batch_sharding), out_shardings=batch_sharding)
+        name: sharding.jit(self._make_eval_step(backbone, task), mesh, rules,
+                           in_shardings=(params_shardings, batch_sharding),
+                           out_shardings=batch_sharding)
         for name, task in tasks.items()}
 
   @staticmethod
@@ -186,20 +111,21 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   """--mode=eval: evaluates the latest checkpoint of `workdir` on every task."""
   workdir = checkpoint.resolve_path(workdir)
   config_lib.validate_config(config, num_devices=jax.device_count(),
+                             num_processes=jax.process_count(),
                              known_datasets=pipeline.known_datasets(config))
   mesh = sharding.make_mesh(config.mesh)
-  tasks = make_tasks(config, dataset_infos(config))
+  tasks = tasks_lib.make_tasks(config, tasks_lib.dataset_infos(config))
   backbone = state_lib.make_backbone(config.model)
   optimizer = optim.make_optimizer(config.optimizer)
-  abstract, shardings = abstract_state(config, backbone, tasks, optimizer, mesh,
-                                       sharding.logical_rules(config))
+  rules = sharding.logical_rules(config)
+  abstract, shardings = state_lib.abstract_state(config, backbone, tasks, optimizer, mesh, rules)
   manager = checkpoint.make_manager(workdir, config, read_only=True)
   restored = checkpoint.restore(manager, abstract)
   if restored is None:
     raise FileNotFoundError(f'--workdir={workdir}: no checkpoint under {workdir / "checkpoints"}')
   state, _ = restored
   step = int(state.step)
-  results, images = Evaluator(config, backbone, tasks, mesh, shardings.params).evaluate(
+  results, images = Evaluator(config, backbone, tasks, mesh, rules, shardings.params).evaluate(
       state.params, step=step, output_dir=workdir / 'eval')
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   writer.write_scalars(step, flatten_for_summary(results))

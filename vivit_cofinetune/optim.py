@@ -14,6 +14,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from vivit_cofinetune import param_paths
+
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
   """`config.optimizer` -> optax transformation whose learning rate is set per step."""
@@ -87,7 +89,6 @@ def trainable_mask(params, freeze_patterns: Sequence[str]):
   compiled = [re.compile(pattern) for pattern in freeze_patterns]
 
   def is_trainable(path, _):
-    name = '/'.join(str(getattr(key, 'key', key)) for key in path)
-    return not any(pattern.search(name) for pattern in compiled)
+    return not any(pattern.search(param_paths.name(path)) for pattern in compiled)
 
   return jax.tree_util.tree_map_with_path(is_trainable, params)

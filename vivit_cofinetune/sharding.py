@@ -1,9 +1,20 @@
 """The device mesh, logical-axis rules, and putting batches and state on the mesh.
 
-Params carry logical axis names ('embed', 'mlp', 'heads', ...); `config.sharding_rules` maps them to
-the mesh axes ('data', 'fsdp', 'model'). Batches are sharded over ('data', 'fsdp').
+Params carry logical axis names ('embed', 'mlp', 'heads', ...) and activations their own ('act_batch',
+'act_embed', 'act_heads', ...), so weight and activation sharding are chosen separately;
+`config.sharding_rules` maps both to the mesh axes ('data', 'fsdp', 'model'). The defaults: batch over
+('data', 'fsdp'); params' embedding dimension split over 'fsdp' (gathered for each layer's use);
+attention heads and the MLP's hidden units over 'model' (tensor parallelism), for weights and
+activations alike.
+
+The activations' `nn.with_logical_constraint` calls act only where the rules and the mesh are in
+context while a step is traced (flax returns the input unchanged otherwise): `jit` below binds both
+inside every step it compiles.
 """
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+import contextlib
+import functools
+import math
 
 import flax.linen as nn
 import jax
@@ -12,13 +23,12 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 import ml_collections
 import numpy as np
 
-from vivit_cofinetune import config_lib
 
 MESH_AXES = ('data', 'fsdp', 'model')
 BATCH_AXES = ('data', 'fsdp')
 
 DEFAULT_RULES = (
-    ('batch', BATCH_AXES),
+    # Params.
     ('embed', 'fsdp'),
     ('mlp', 'model'),
     ('heads', 'model'),
@@ -26,11 +36,40 @@ DEFAULT_RULES = (
     ('classes', None),
     ('layers', None),
     ('position', None),
-    ('patch', None),
-    ('time', None),
-    ('height', None),
-    ('width', None),
+    # Activations.
+    ('act_batch', BATCH_AXES),
+    ('act_len', None),
+    ('act_time', None),
+    ('act_height', None),
+    ('act_width', None),
+    ('act_embed', None),
+    ('act_heads', 'model'),
+    ('act_kv', None),
+    ('act_mlp', 'model'),
 )
+
+
+def mesh_shape(mesh_config: Mapping[str, int], num_devices: int) -> dict[str, int]:
+  """{'data': ., 'fsdp': ., 'model': .} over `num_devices`; one size may be -1 (what the others leave)."""
+  sizes = [int(mesh_config.get(axis, 1)) for axis in MESH_AXES]
+  if sizes.count(-1) > 1:
+    raise ValueError(f'config.mesh={dict(mesh_config)}: at most one axis may be -1')
+  known = math.prod(size for size in sizes if size != -1)
+  if -1 in sizes:
+    if num_devices % known:
+      raise ValueError(f'config.mesh={dict(mesh_config)}: {num_devices} devices do not split '
+                       f'over the fixed axes (product {known})')
+    sizes[sizes.index(-1)] = num_devices // known
+  if math.prod(sizes) != num_devices:
+    raise ValueError(f'config.mesh={dict(mesh_config)} has {math.prod(sizes)} devices; '
+                     f'{num_devices} are present')
+  return dict(zip(MESH_AXES, sizes))
+
+
+def batch_shards(mesh_config: Mapping[str, int], num_devices: int) -> int:
+  """How many parts a global batch is split into: data x fsdp ('model' devices share a part)."""
+  shape = mesh_shape(mesh_config, num_devices)
+  return math.prod(shape[axis] for axis in BATCH_AXES)
 
 
 def make_mesh(mesh_config: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
@@ -39,24 +78,37 @@ def make_mesh(mesh_config: Mapping[str, int], devices: Sequence[jax.Device] | No
   Sizes that do not fit the devices raise ConfigError (main prints it as one line).
   """
   devices = list(devices if devices is not None else jax.devices())
-  sizes = [int(mesh_config.get(axis, 1)) for axis in MESH_AXES]
-  if sizes.count(-1) > 1:
-    raise config_lib.ConfigError(f'config.mesh={dict(mesh_config)}: at most one axis may be -1')
-  known = int(np.prod([size for size in sizes if size != -1]))
-  if -1 in sizes:
-    if len(devices) % known:
-      raise config_lib.ConfigError(f'config.mesh={dict(mesh_config)}: {len(devices)} devices do '
-                                   f'not split over the fixed axes (product {known})')
-    sizes[sizes.index(-1)] = len(devices) // known
-  if int(np.prod(sizes)) != len(devices):
-    raise config_lib.ConfigError(f'config.mesh={dict(mesh_config)} has {int(np.prod(sizes))} '
-                                 f'devices; {len(devices)} are present')
-  return jax.make_mesh(tuple(sizes), MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES),
-                       devices=devices)
+  shape = mesh_shape(mesh_config, len(devices))
+  return jax.make_mesh(tuple(shape.values()), MESH_AXES,
+                       axis_types=(AxisType.Auto,) * len(MESH_AXES), devices=devices)
 
 
 def logical_rules(config: ml_collections.ConfigDict) -> tuple:
   return tuple(tuple(rule) for rule in config.get('sharding_rules', DEFAULT_RULES))
+
+
+@contextlib.contextmanager
+def axis_context(mesh: Mesh, rules):
+  """The mesh and the logical rules that `nn.with_logical_constraint` reads while tracing.
+
+  Usable inside a traced function (jax.set_mesh is not): the abstract mesh is all tracing needs.
+  """
+  with jax.sharding.use_abstract_mesh(mesh.abstract_mesh), nn.logical_axis_rules(rules):
+    yield
+
+
+def jit(fn: Callable, mesh: Mesh, rules, **jit_kwargs):
+  """`jax.jit(fn, **jit_kwargs)` whose trace runs in `axis_context(mesh, rules)`.
+
+  Binding the context inside the step, rather than around the loop that first calls it, means a
+  step compiles the same wherever it is first called or lowered (the loop, --mode=eval, the tools).
+  """
+  @functools.wraps(fn)
+  def in_context(*args, **kwargs):
+    with axis_context(mesh, rules):
+      return fn(*args, **kwargs)
+
+  return jax.jit(in_context, **jit_kwargs)
 
 
 def state_shardings(abstract_boxed_state, mesh: Mesh, rules):

@@ -1,6 +1,11 @@
-"""The train state: params {'backbone', 'heads': {task}} and one optimizer state per part."""
+"""The train state: params {'backbone', 'heads': {task}} and one optimizer state per part.
+
+Its set-up is shared by training, --mode=eval and the tools: the abstract state with the shardings
+the logical-axis rules give (nothing allocated), and a fresh state built on the mesh.
+"""
 from collections.abc import Mapping
 
+from absl import logging
 import flax
 import flax.linen as nn
 import jax
@@ -8,6 +13,9 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from vivit_cofinetune import checkpoint
+from vivit_cofinetune import config_lib
+from vivit_cofinetune import sharding
 from vivit_cofinetune.models import vivit
 
 
@@ -48,3 +56,59 @@ def init_state(params: dict, optimizer: optax.GradientTransformation) -> TrainSt
 
 def make_backbone(model_config: ml_collections.ConfigDict) -> nn.Module:
   return vivit.ViViT(**model_config)
+
+
+def _clip_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int, int]:
+  shapes = {name: input_shape(task) for name, task in config.tasks.items()}
+  if len(set(shapes.values())) > 1:
+    raise config_lib.ConfigError(
+        f'config.tasks.*.input: all tasks must share num_frames and crop_size (the backbone has one '
+        f'token grid); got {shapes}')
+  return next(iter(shapes.values()))
+
+
+def _max_boxes(config: ml_collections.ConfigDict) -> int:
+  return max([task.get('max_boxes', 1) for task in config.tasks.values()])
+
+
+def _boxed_state_fn(config, backbone, tasks, optimizer):
+  """rng -> a fresh state whose params still carry their logical-axis boxes."""
+  clip_shape, max_boxes = _clip_shape(config), _max_boxes(config)
+
+  def boxed_state(rng):
+    params = init_params(backbone, tasks, clip_shape, rng, max_boxes)
+    return init_state(params, optimizer)
+
+  return boxed_state
+
+
+def abstract_state(config, backbone, tasks, optimizer, mesh, rules):
+  """(abstract state with shardings, state shardings) without allocating anything."""
+  boxed = jax.eval_shape(_boxed_state_fn(config, backbone, tasks, optimizer), jax.random.key(0))
+  shardings = sharding.state_shardings(boxed, mesh, rules)
+  abstract = jax.tree.map(lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s),
+                          nn.meta.unbox(boxed), shardings)
+  return abstract, shardings
+
+
+def initial_state(config, backbone, tasks, optimizer, shardings):
+  """A fresh state on the mesh, with `config.init_from` params loaded where given."""
+  boxed_state = _boxed_state_fn(config, backbone, tasks, optimizer)
+  state = jax.jit(lambda rng: nn.meta.unbox(boxed_state(rng)),
+                  out_shardings=shardings)(jax.random.key(config.seed))
+  init_from = config.get('init_from', {})
+  if not init_from.get('path'):
+    return state
+  loaded = checkpoint.read_params(init_from.path)
+  params, kept_fresh = checkpoint.merge_params(
+      state.params, loaded, reinit=init_from.get('reinit', ()),
+      source=f'config.init_from.path={init_from.path}')
+  logging.info('init_from %s: %d params kept fresh: %s', init_from.path, len(kept_fresh),
+               ', '.join(kept_fresh))
+  # Loaded values are full numpy arrays on every host; each device takes its shard of them.
+  params = jax.tree.map(
+      lambda value, s: value if isinstance(value, jax.Array) else jax.make_array_from_callback(
+          value.shape, s, lambda index: value[index]),
+      params, shardings.params)
+  # The optimizer states are built under jit too, so they land on the mesh as the params do.
+  return jax.jit(lambda p: init_state(p, optimizer), out_shardings=shardings)(params)

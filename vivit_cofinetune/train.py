@@ -18,6 +18,7 @@ from vivit_cofinetune import optim
 from vivit_cofinetune import preemption
 from vivit_cofinetune import sharding
 from vivit_cofinetune import state as state_lib
+from vivit_cofinetune import tasks as tasks_lib
 from vivit_cofinetune.data import mixture
 from vivit_cofinetune.data import pipeline
 
@@ -65,12 +66,13 @@ def make_train_step(backbone, task, optimizer, config: ml_collections.ConfigDict
 
 
 def jit_train_step(backbone, task, optimizer, config: ml_collections.ConfigDict, trainable,
-                   state_shardings, mesh):
-  """The task's train step, jitted with explicit shardings and the state donated."""
+                   state_shardings, mesh, rules):
+  """The task's train step, jitted with explicit shardings, the state donated, and traced with the
+  mesh and logical rules in context (so the model's activation constraints apply)."""
   replicated = sharding.replicated(mesh)
-  return jax.jit(make_train_step(backbone, task, optimizer, config, trainable),
-                 in_shardings=(state_shardings, sharding.batch_sharding(mesh), replicated),
-                 out_shardings=(state_shardings, replicated), donate_argnums=0)
+  return sharding.jit(make_train_step(backbone, task, optimizer, config, trainable), mesh, rules,
+                      in_shardings=(state_shardings, sharding.batch_sharding(mesh), replicated),
+                      out_shardings=(state_shardings, replicated), donate_argnums=0)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -84,6 +86,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   # Config, devices, mesh
   config_lib.validate_config(config, num_devices=jax.device_count(),
+                             num_processes=jax.process_count(),
                              known_datasets=pipeline.known_datasets(config))
   mesh = sharding.make_mesh(config.mesh)
   rules = sharding.logical_rules(config)
@@ -92,8 +95,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                jax.process_count())
 
   # Tasks and schedule
-  infos = evaluate.dataset_infos(config)
-  tasks = evaluate.make_tasks(config, infos)
+  infos = tasks_lib.dataset_infos(config)
+  tasks = tasks_lib.make_tasks(config, infos)
   schedule = mixture.task_schedule(
       config.schedule.phases, seed=config.seed,
       transfer_steps={n: t.get('transfer_steps', 0) for n, t in config.tasks.items()},
@@ -106,8 +109,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # Model and state
   backbone = state_lib.make_backbone(config.model)
   optimizer = optim.make_optimizer(config.optimizer)
-  abstract_state, state_shardings = evaluate.abstract_state(config, backbone, tasks, optimizer, mesh,
-                                                            rules)
+  abstract_state, state_shardings = state_lib.abstract_state(config, backbone, tasks, optimizer,
+                                                             mesh, rules)
   manager = checkpoint.make_manager(workdir, config)
   restored = checkpoint.restore(manager, abstract_state, set_aside_unreadable=True)
   if restored:
@@ -118,7 +121,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                       'have read %s: was the schedule changed?', batches_consumed,
                       schedule.batches_before(int(state.step)))
   else:
-    state = evaluate.initial_state(config, backbone, tasks, optimizer, state_shardings)
+    state = state_lib.initial_state(config, backbone, tasks, optimizer, state_shardings)
     batches_consumed = {}
   # A task the checkpoint does not know (added to the config since) starts at its first batch.
   batches_consumed = {name: batches_consumed.get(name, 0) for name in trained}
@@ -129,9 +132,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   # Steps: one compiled train step per task
   train_steps = {name: jit_train_step(backbone, tasks[name], optimizer, config, trainable,
-                                      state_shardings, mesh)
+                                      state_shardings, mesh, rules)
                  for name in trained}
-  evaluator = evaluate.Evaluator(config, backbone, tasks, mesh, state_shardings.params)
+  evaluator = evaluate.Evaluator(config, backbone, tasks, mesh, rules, state_shardings.params)
 
   # Input pipelines, resumed at the data position of the checkpoint
   iterators = {name: pipeline.train_iterator(config.tasks[name], data_dir=config.data_dir,

@@ -24,6 +24,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from vivit_cofinetune import param_paths
 from vivit_cofinetune.models import vivit
 
 # Names inside one encoder block: the ViT / Scenic (Linen) names -> ours.
@@ -61,27 +62,6 @@ def _map_leaves(fn, tree):
   return fn(tree)
 
 
-def _flatten(tree: Mapping, prefix: str = '') -> dict[str, np.ndarray]:
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, Mapping):
-      flat.update(_flatten(value, f'{prefix}{key}/'))
-    else:
-      flat[f'{prefix}{key}'] = value
-  return flat
-
-
-def _unflatten(flat: Mapping[str, np.ndarray]) -> dict:
-  tree = {}
-  for name, value in flat.items():
-    *parents, leaf = name.split('/')
-    node = tree
-    for parent in parents:
-      node = node.setdefault(parent, {})
-    node[leaf] = value
-  return tree
-
-
 def _get(tree: Mapping, name: str, source: str):
   """tree['a']['b'] for name 'a/b', or a ConversionError naming the checkpoint and the param."""
   node = tree
@@ -105,7 +85,7 @@ def _rename(tree: Mapping, names: Mapping[str, str], source: str) -> dict:
 
 def _check_shapes(converted: Mapping, template: Mapping, source: str):
   """Every param of `template` present with the same shape in `converted`, and nothing else."""
-  converted_flat, template_flat = _flatten(converted), _flatten(template)
+  converted_flat, template_flat = param_paths.flatten(converted), param_paths.flatten(template)
   missing = sorted(set(template_flat) - set(converted_flat))
   extra = sorted(set(converted_flat) - set(template_flat))
   if missing or extra:
@@ -121,17 +101,17 @@ def _stack(layers: list[dict], scan_layers: bool) -> dict:
   """Per-layer trees -> our 'layers' (leading layer axis) or 'layers_<i>' entries."""
   if not scan_layers:
     return {f'layers_{index}': layer for index, layer in enumerate(layers)}
-  flat = [_flatten(layer) for layer in layers]
-  return {'layers': _unflatten({name: np.stack([layer[name] for layer in flat])
+  flat = [param_paths.flatten(layer) for layer in layers]
+  return {'layers': param_paths.unflatten({name: np.stack([layer[name] for layer in flat])
                                 for name in flat[0]})}
 
 
 def _unstack(encoder: Mapping, source: str) -> list[dict]:
   """Our encoder's layers, stacked or not, as a list of per-layer trees."""
   if 'layers' in encoder:
-    flat = _flatten(encoder['layers'])
+    flat = param_paths.flatten(encoder['layers'])
     count = next(iter(flat.values())).shape[0]
-    return [_unflatten({name: value[index] for name, value in flat.items()})
+    return [param_paths.unflatten({name: value[index] for name, value in flat.items()})
             for index in range(count)]
   count = sum(key.startswith('layers_') for key in encoder)
   if not count:
@@ -223,7 +203,7 @@ def load_big_vision_vit(path: str) -> dict:
     raise FileNotFoundError(f'load_big_vision_vit: no such file {file}')
   with np.load(file, allow_pickle=False) as npz:
     flat = {name: _recover_dtype(npz[name]) for name in npz.files}
-  params = _unflatten(flat)
+  params = param_paths.unflatten(flat)
   for prefix in ('params', 'opt/target'):
     if _has_path(params, prefix):
       params = _get(params, prefix, file)
@@ -257,10 +237,10 @@ def _normalise_vit(params: dict, source: str) -> dict:
                           f"'Transformer' and 'embedding', found {sorted(params)}")
   transformer = dict(params['Transformer'])
   if 'encoderblock' in transformer:  # scanned: every leaf has a leading layer axis
-    flat = _flatten(transformer.pop('encoderblock'))
+    flat = param_paths.flatten(transformer.pop('encoderblock'))
     depth = next(iter(flat.values())).shape[0]
     for index in range(depth):
-      transformer[f'encoderblock_{index}'] = _unflatten(
+      transformer[f'encoderblock_{index}'] = param_paths.unflatten(
           {name: value[index] for name, value in flat.items()})
   had_token_slot = 'posembed_input' in transformer  # the old layout adds it after the token
   if had_token_slot:
@@ -589,7 +569,7 @@ def _check_against_config(backbone: Mapping, config: Mapping, source: str):
     if config['variant'] == 'factorised_self_attention':
       expected = {name.replace('attention', 'spatial_attention', 1) if name.startswith('attention')
                   else name: shape for name, shape in expected.items()}
-    flat = _flatten(layers[0])
+    flat = param_paths.flatten(layers[0])
     for param, shape in expected.items():
       if param not in flat or tuple(flat[param].shape) != shape:
         found = tuple(flat[param].shape) if param in flat else 'missing'

@@ -71,6 +71,11 @@ REMAT_POLICIES = {
     'dots_with_no_batch_dims_saveable': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
 LAYER_NORM_EPSILON = 1e-6
+# Logical axes of activations (sharding.DEFAULT_RULES maps them, apart from the params' axes).
+TOKENS = ('act_batch', 'act_len', 'act_embed')  # [B, N, D]
+GRID = ('act_batch', 'act_time', 'act_height', 'act_width', 'act_embed')  # [B, t, h, w, D]
+HEADS = ('act_batch', 'act_len', 'act_heads', 'act_kv')  # [B, N, H, K]
+HIDDEN = ('act_batch', 'act_len', 'act_mlp')  # [B, N, M]
 
 
 def vivit_config(name: str, **overrides: Any) -> ml_collections.ConfigDict:
@@ -163,6 +168,37 @@ def _attend_along(query, key, value, axis: str, **kwargs):
   return _attend(fold(query), fold(key), fold(value), **kwargs).reshape(b, t, s, heads, k)
 
 
+class _DenseGeneral(nn.Module):
+  """nn.DenseGeneral (xavier-uniform kernel on its flat [in, out] shape, zero bias) for the attention
+  projections, with the logical axes on the params' real shapes.
+
+  nn.DenseGeneral applies the kernel's logical constraint to the flat init value, which fails under
+  the rules and mesh the steps are traced with; params, init values and maths are the same here.
+  """
+  features: tuple[int, ...]
+  contract: int  # how many trailing input axes are contracted
+  kernel_axes: tuple[str, ...]
+  bias_axes: tuple[str, ...]
+  dtype: Any
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    in_shape = x.shape[x.ndim - self.contract:]
+
+    def kernel_init(rng, shape, dtype=jnp.float32):
+      flat = (int(np.prod(in_shape)), int(np.prod(self.features)))
+      return nn.initializers.xavier_uniform()(rng, flat, dtype).reshape(shape)
+
+    kernel = self.param('kernel', _param_init(kernel_init, *self.kernel_axes),
+                        (*in_shape, *self.features), jnp.float32)
+    bias = self.param('bias', _param_init(nn.initializers.zeros, *self.bias_axes), self.features,
+                      jnp.float32)
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    contracted = tuple(range(x.ndim - self.contract, x.ndim))
+    y = jax.lax.dot_general(x, kernel, ((contracted, tuple(range(self.contract))), ((), ())))
+    return y + bias
+
+
 class SelfAttention(nn.Module):
   """Multi-head self-attention on [B, N, D] tokens.
 
@@ -184,10 +220,10 @@ class SelfAttention(nn.Module):
       raise ValueError(f'ViViT: hidden_size {d} must be divisible by num_heads {self.num_heads}')
     head_dim = d // self.num_heads
     project = functools.partial(
-        nn.DenseGeneral, features=(self.num_heads, head_dim), dtype=self.dtype,
-        kernel_init=_param_init(nn.initializers.xavier_uniform(), 'embed', 'heads', 'kv'),
-        bias_init=_param_init(nn.initializers.zeros, 'heads', 'kv'))
-    query, key, value = (project(name=name)(x) for name in ('query', 'key', 'value'))
+        _DenseGeneral, features=(self.num_heads, head_dim), contract=1, dtype=self.dtype,
+        kernel_axes=('embed', 'heads', 'kv'), bias_axes=('heads', 'kv'))
+    query, key, value = (nn.with_logical_constraint(project(name=name)(x), HEADS)
+                         for name in ('query', 'key', 'value'))
     kwargs = dict(dropout_rate=self.dropout_rate, deterministic=self.deterministic,
                   implementation=self.implementation, module=self)
     if self.axis == 'joint':
@@ -206,10 +242,9 @@ class SelfAttention(nn.Module):
             _attend_along(query[..., half:, :], key[..., half:, :], value[..., half:, :], 'space', **kwargs),
         ], axis=-2)
       out = out.reshape(b, n, self.num_heads, head_dim)
-    return nn.DenseGeneral(
-        d, axis=(-2, -1), dtype=self.dtype, name='out',
-        kernel_init=_param_init(nn.initializers.xavier_uniform(), 'heads', 'kv', 'embed'),
-        bias_init=_param_init(nn.initializers.zeros, 'embed'))(out)
+    out = nn.with_logical_constraint(out, HEADS)
+    return _DenseGeneral((d,), contract=2, kernel_axes=('heads', 'kv', 'embed'), bias_axes=('embed',),
+                         dtype=self.dtype, name='out')(out)
 
 
 class Mlp(nn.Module):
@@ -225,7 +260,8 @@ class Mlp(nn.Module):
     y = dense(self.mlp_dim, name='hidden',
               kernel_init=_param_init(nn.initializers.xavier_uniform(), 'embed', 'mlp'),
               bias_init=_param_init(nn.initializers.normal(stddev=1e-6), 'mlp'))(x)
-    y = nn.Dropout(self.dropout_rate)(nn.gelu(y), self.deterministic)
+    y = nn.with_logical_constraint(nn.gelu(y), HIDDEN)
+    y = nn.Dropout(self.dropout_rate)(y, self.deterministic)
     y = dense(x.shape[-1], name='output',
               kernel_init=_param_init(nn.initializers.xavier_uniform(), 'mlp', 'embed'),
               bias_init=_param_init(nn.initializers.normal(stddev=1e-6), 'embed'))(y)
@@ -258,7 +294,7 @@ class EncoderBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, drop_rate) -> tuple[jnp.ndarray, None]:
-    x = nn.with_logical_constraint(x, ('batch', None, 'embed'))
+    x = nn.with_logical_constraint(x, TOKENS)
     attend = functools.partial(SelfAttention, num_heads=self.num_heads, grid=self.grid,
                                dropout_rate=self.attention_dropout_rate,
                                deterministic=self.deterministic,
@@ -274,7 +310,7 @@ class EncoderBlock(nn.Module):
       x = x + self._drop_path(y, drop_rate)
     y = _layer_norm('mlp_norm', self.dtype)(x)
     y = Mlp(self.mlp_dim, self.dropout_rate, self.deterministic, self.dtype, name='mlp')(y)
-    return x + self._drop_path(y, drop_rate), None
+    return nn.with_logical_constraint(x + self._drop_path(y, drop_rate), TOKENS), None
 
 
 class Encoder(nn.Module):
@@ -407,7 +443,7 @@ class ViViT(nn.Module):
     b, t, h, w, d = x.shape
     if self.position_embedding == 'sinusoidal_3d':
       x = x + sinusoidal_3d_embedding((t, h, w), d).astype(dtype)
-    x = nn.with_logical_constraint(x, ('batch', 'time', 'height', 'width', 'embed'))
+    x = nn.with_logical_constraint(x, GRID)
     encoder = functools.partial(
         Encoder, mlp_dim=self.mlp_dim, num_heads=self.num_heads, classifier=self.classifier,
         position_embedding=self.position_embedding, dropout_rate=self.dropout_rate,
@@ -432,7 +468,7 @@ class ViViT(nn.Module):
                     name='encoder')(x.reshape(b, t * h * w, d), train=train)
       tokens = out[:, int(has_cls):].reshape(b, t, h, w, d)
       pooled = out[:, 0] if has_cls else None
-    tokens = nn.with_logical_constraint(tokens, ('batch', 'time', 'height', 'width', 'embed'))
+    tokens = nn.with_logical_constraint(tokens, GRID)
     return tokens, pooled
 
 

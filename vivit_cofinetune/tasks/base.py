@@ -45,6 +45,13 @@ class Task:
       return video
     return (video.astype(jnp.float32) / 255.0 - self._mean) / self._std
 
+  def train_batch_shapes(self, batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:
+    """Shape and dtype of every array of a global training batch (compiling without data)."""
+    inputs = self.config.input
+    clip = (batch_size, inputs.num_frames, inputs.crop_size, inputs.crop_size, 3)
+    return {'video': jax.ShapeDtypeStruct(clip, jnp.uint8),
+            'mask': jax.ShapeDtypeStruct((batch_size,), jnp.bool_)}
+
   def head_args(self, tokens: jax.Array, cls_token: jax.Array | None,
                 batch: Mapping[str, jax.Array]) -> tuple:
     """Positional inputs of `self.head` from the backbone outputs and the batch."""

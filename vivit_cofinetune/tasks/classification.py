@@ -26,6 +26,11 @@ class ClassificationTask(base.Task):
         num_classes=self.num_classes, pooling=head_config.get('pooling', 'mean'),
         dropout_rate=head_config.get('dropout_rate', 0.0))
 
+  def train_batch_shapes(self, batch_size):
+    label = (jax.ShapeDtypeStruct((batch_size, self.num_classes), jnp.float32) if self.multi_label
+             else jax.ShapeDtypeStruct((batch_size,), jnp.int32))
+    return dict(super().train_batch_shapes(batch_size), label=label)
+
   def head_args(self, tokens, cls_token, batch):
     return (tokens, cls_token)
 

@@ -61,6 +61,13 @@ class LocalisationTask(base.Task):
     self._groundtruth = None
     self._chance_map = None
 
+  def train_batch_shapes(self, batch_size):
+    boxes = (batch_size, self.config.max_boxes)
+    return dict(super().train_batch_shapes(batch_size),
+                boxes=jax.ShapeDtypeStruct((*boxes, 4), jnp.float32),
+                box_mask=jax.ShapeDtypeStruct(boxes, jnp.bool_),
+                labels=jax.ShapeDtypeStruct((*boxes, self.num_classes), jnp.float32))
+
   def head_args(self, tokens, cls_token, batch):
     return (tokens, batch['boxes'])
 
