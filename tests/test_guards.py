@@ -53,6 +53,6 @@ def test_main_prints_a_config_error_as_one_line_without_traceback(data_dir, tmp_
   assert done.returncode == 1, done.stderr[-3000:]
   assert 'Traceback' not in done.stderr, done.stderr[-3000:]
   assert done.stderr.strip().splitlines()[-1] == (
-      'Config error: config.tasks.synthetic_cls.batch_size=0: expected a positive multiple of the '
-      'device count (1)')
+      'Config error: config.tasks.synthetic_cls.batch_size=0: expected a positive multiple of '
+      'data x fsdp of config.mesh (1)')
   assert not (workdir / 'checkpoints').exists()  # stopped before anything was set up

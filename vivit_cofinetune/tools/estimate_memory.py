@@ -34,12 +34,6 @@ from vivit_cofinetune import state as state_lib
 from vivit_cofinetune import tasks as tasks_lib
 from vivit_cofinetune import train
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
-                                          lock_config=False)
-_MESH = flags.DEFINE_list('mesh', None, 'data,fsdp,model sizes, e.g. 4,8,1.')
-_TASK = flags.DEFINE_string('task', None, 'Only this task (default: every task the schedule trains).')
-_JSON = flags.DEFINE_bool('json', False, 'Print one JSON object instead of the table.')
-
 
 def _shard_bytes(abstract_tree) -> int:
   """Bytes of one device's shards of every array of a tree of sharded ShapeDtypeStructs."""
@@ -125,5 +119,13 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  # Flags only when run as a program: tests import this module's functions beside other tools,
+  # and two modules defining --config in one process is an absl error.
+  _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
+                                            lock_config=False)
+  _MESH = flags.DEFINE_list('mesh', None, 'data,fsdp,model sizes, e.g. 4,8,1.')
+  _TASK = flags.DEFINE_string('task', None,
+                              'Only this task (default: every task the schedule trains).')
+  _JSON = flags.DEFINE_bool('json', False, 'Print one JSON object instead of the table.')
   flags.mark_flags_as_required(['config', 'mesh'])
   app.run(main)
