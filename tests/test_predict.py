@@ -68,6 +68,11 @@ def test_one_clip_and_clip_errors(tmp_path):
     predict.predict(directory, np.zeros((6, 12, 12, 3), np.float32))
   with pytest.raises(predict.PredictError, match=r'--clip.*\(4, 12, 12\)'):
     predict.predict(directory, np.zeros((4, 12, 12), np.float32))
+  # uint8 pixels are normalised as training does: (x / 255 - 0.5) / 0.5 with the default mean/std.
+  pixels = np.random.default_rng(3).integers(0, 256, (4, 12, 12, 3)).astype(np.uint8)
+  _, _, logits = test_convert.scenic_vivit_forward(scenic, (pixels[None] / 255.0 - 0.5) / 0.5,
+                                                   'spatio_temporal')
+  assert_relatively_close(predict.predict(directory, pixels)['logits'], logits)
 
 
 def localisation_config(model_config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

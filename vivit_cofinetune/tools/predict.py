@@ -10,7 +10,8 @@
 tools.convert_checkpoint) or a training workdir (its latest checkpoint, and the experiment config
 the trainer saved as config.json). With --config, the model and the heads come from the config
 (config.model, config.tasks); otherwise from DIR/config.json.
-The clip is float [T, H, W, 3] or [B, T, H, W, 3], already normalised as in training; a
+The clip is [T, H, W, 3] or [B, T, H, W, 3]: uint8 pixels (normalised with the task's mean/std, as
+the train and eval steps do) or floats already normalised as in training; a
 localisation head also takes --boxes [N, 4] (the same boxes for every clip) or [B, N, 4], y1, x1,
 y2, x2 in [0, 1].
 OUTPUT.npz holds `logits` ([B, C], or [B, N, C] per box), `tokens` (the [B, t, h, w, D] grid) and
@@ -72,8 +73,9 @@ def _choose_task(task: str | None, task_configs: dict, source: str) -> str:
 
 
 def _clips(clip: np.ndarray) -> np.ndarray:
-  """[T, H, W, 3] or [B, T, H, W, 3] -> float32 [B, T, H, W, 3]."""
-  clip = np.asarray(clip, np.float32)
+  """[T, H, W, 3] or [B, T, H, W, 3] -> [B, T, H, W, 3]: uint8 pixels as they are, else float32."""
+  clip = np.asarray(clip)
+  clip = clip if clip.dtype == np.uint8 else clip.astype(np.float32)
   if clip.ndim == 4:
     clip = clip[None]
   if clip.ndim != 5 or clip.shape[-1] != 3:
@@ -167,7 +169,9 @@ class Predictor:
 
     @jax.jit
     def forward(params, clips, batch):
-      tokens, pooled = backbone.apply({'params': params['backbone']}, clips, train=False)
+      # uint8 pixels are normalised with the task's mean/std, as the train and eval steps do.
+      tokens, pooled = backbone.apply({'params': params['backbone']},
+                                      head_task.model_input(clips), train=False)
       logits = head_task.head.apply({'params': params['head']},
                                     *head_task.head_args(tokens, pooled, batch), train=False)
       return logits, tokens, pooled
