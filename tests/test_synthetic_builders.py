@@ -110,3 +110,71 @@ def test_actor_trajectories_show_their_motion():
   shrink = synthetic._trajectory('stand_still', ['shrink'], 16, 40, rng)  # pylint: disable=protected-access
   assert grow['height'][-1] > 1.5 * grow['height'][0]
   assert shrink['height'][-1] < 0.6 * shrink['height'][0]
+
+
+_HEAD_COLOUR = (235, 190, 150)
+
+
+def _observed_actions(video: np.ndarray) -> set[str]:
+  """The actions a one-actor clip [T, S, S, 3] shows, read off its pixels alone.
+
+  The renderer paints the actor without noise, so its head is exactly the head colour and its body
+  the most frequent exact colour of a frame (the background is noisy); the actor's extent, area and
+  colour per frame then give its motion and appearance changes. A blink dims the head off-colour.
+  Thresholds separate the classes with margin over 4,000 clips rendered at the tiny size.
+  """
+  head = (np.abs(video.astype(int) - _HEAD_COLOUR) <= 1).all(axis=-1)
+  frames = np.nonzero(head.any(axis=(1, 2)))[0]
+  boxes, areas, colours = [], [], []
+  for t in frames:
+    values, counts = np.unique(video[t][~head[t]], axis=0, return_counts=True)
+    colour = values[np.argmax(counts)]
+    actor = head[t] | (video[t] == colour).all(axis=-1)
+    rows, cols = np.nonzero(actor.any(axis=1))[0], np.nonzero(actor.any(axis=0))[0]
+    boxes.append([rows.min(), cols.min(), rows.max() + 1, cols.max() + 1])
+    areas.append(actor.sum())
+    colours.append(colour.astype(int))
+  boxes = np.array(boxes, float)
+  centre_y, centre_x = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+  height, width = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+  dx, dy = centre_x[-1] - centre_x[0], centre_y[-1] - centre_y[0]
+  still_x, still_y = np.ptp(centre_x) < 1.5, np.ptp(centre_y) < 1.5
+  rise = np.max(centre_x - np.minimum.accumulate(centre_x))
+  fall = np.max(np.maximum.accumulate(centre_x) - centre_x)
+  height_ratio, width_ratio = height[-1] / height[0], width[-1] / width[0]
+  seen = {
+      'move_right': abs(dy) < 2 and dx > 6,
+      'move_left': abs(dy) < 2 and dx < -6,
+      'move_up': abs(dx) < 2 and dy < -6,
+      'move_down': abs(dx) < 2 and dy > 6,
+      # Up and back down: highest above the start, and level again half way (a hop lasts 8 frames).
+      'jump': (still_x and centre_y.min() < centre_y[0] - 3
+               and abs(centre_y[list(frames).index(8)] - centre_y[0]) < 1.5),
+      'shake': still_y and min(rise, fall) >= 2,
+      'stand_still': still_x and still_y,
+      'grow': areas[-1] / areas[0] > 2,
+      'shrink': height_ratio < 0.7 and width_ratio < 0.76,
+      'crouch': height_ratio < 0.7 and width_ratio >= 0.76,
+      'blink': len(frames) < len(video),
+      'change_colour': np.abs(colours[-1] - colours[0]).max() > 60,
+  }
+  return {name for name, shown in seen.items() if shown}
+
+
+@pytest.mark.parametrize('split', ['train', 'validation'])
+def test_classification_labels_match_what_the_clips_show(split, data_dir):
+  builder = tfds.builder('synthetic_actions_cls/tiny', data_dir=str(data_dir))
+  labels = set()
+  for record in _records(builder, split):
+    label = synthetic.CLS_CLASS_NAMES[record['label']]
+    labels.add(label)
+    seen = _observed_actions(record['video'])
+    if label in synthetic.MOTIONS:
+      assert seen == {label}, record['video_id']
+    else:
+      # An appearance change rides on one plain motion, which the label does not name.
+      motions = seen & set(synthetic.MOTIONS)
+      assert seen - motions == {label} and len(motions) == 1, (record['video_id'], seen)
+      assert motions <= {'stand_still', 'move_right', 'move_left', 'move_up', 'move_down'}
+  if split == 'train':
+    assert labels == set(synthetic.CLS_CLASS_NAMES)
