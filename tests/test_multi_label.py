@@ -12,7 +12,11 @@ CLASS_NAMES = ('left', 'right', 'red')
 
 
 class MultiLabelClips(tfds.core.GeneratorBasedBuilder):
-  """Six 4-frame clips with multi-hot labels; 'left' and 'right' swap under a flip."""
+  """Six 4-frame clips with multi-hot labels; 'left' and 'right' swap under a flip.
+
+  Channel 0 ramps up from left to right, so a batch shows whether its clip was mirrored; channel 1
+  holds index * 40, naming the clip.
+  """
   name = 'test_multi_label_clips'
   VERSION = tfds.core.Version('1.0.0')
   url_infos = None
@@ -22,7 +26,7 @@ class MultiLabelClips(tfds.core.GeneratorBasedBuilder):
     return tfds.core.DatasetInfo(
         builder=self,
         features=tfds.features.FeaturesDict({
-            'video': tfds.features.Tensor(shape=(4, 8, 8, 3), dtype=np.uint8),
+            'video': tfds.features.Tensor(shape=(4, 16, 16, 3), dtype=np.uint8),
             'label': tfds.features.Tensor(shape=(3,), dtype=np.bool_),
             'video_id': tfds.features.Text()}),
         metadata=tfds.core.MetadataDict(class_names=list(CLASS_NAMES),
@@ -35,8 +39,10 @@ class MultiLabelClips(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self):
     for index in range(6):
       label = np.array([index % 2 == 0, index % 2 == 1, index % 3 == 0])
-      yield index, {'video': np.full((4, 8, 8, 3), index * 40, np.uint8), 'label': label,
-                    'video_id': f'clip{index}'}
+      video = np.zeros((4, 16, 16, 3), np.uint8)
+      video[..., 0] = np.arange(16, dtype=np.uint8) * 16
+      video[..., 1] = index * 40
+      yield index, {'video': video, 'label': label, 'video_id': f'clip{index}'}
 
 
 @pytest.fixture(scope='module')
@@ -45,28 +51,31 @@ def task_config(tmp_path_factory):
   tfds.builder('test_multi_label_clips', data_dir=str(data_dir)).download_and_prepare()
   config = config_lib.task_config(
       'classification', 'test_multi_label_clips', num_classes=3, batch_size=6, eval_batch_size=4,
+      # Crops at least half the frame wide keep enough of the ramp to show its direction.
       input=config_lib.input_config(num_frames=2, crop_size=8, frame_stride=1, flip=True,
-                                    num_test_clips=2),
+                                    min_crop_area=0.5, num_test_clips=2),
       multi_label=True)
   return config, str(data_dir)
 
 
-def test_training_labels_are_multi_hot_and_swap_under_a_flip(task_config):
+def test_training_labels_are_multi_hot_and_swap_exactly_when_the_clip_is_mirrored(task_config):
   config, data_dir = task_config
-  labels = []
+  mirrored_draws = plain_draws = 0
   for batch in [next(pipeline.train_iterator(config, data_dir=data_dir, seed=seed))
-                for seed in range(4)]:
+                for seed in range(6)]:
     assert batch['label'].shape == (6, 3) and batch['label'].dtype == np.float32
-    # Each clip's brightness (index * 40) names it; its 'red' bit never moves, and a flip can
-    # only exchange 'left' and 'right'.
     for video, label in zip(batch['video'], batch['label']):
-      index = int(round(video[0, 0, 0, 0] / 40))
+      index = int(round(video[0, 0, 0, 1] / 40))
+      ramp = video[0, 0, :, 0].astype(int)
+      assert ramp[-1] != ramp[0], 'the crop lost the ramp'
+      mirrored = ramp[-1] < ramp[0]
+      # The 'red' bit never moves; 'left' and 'right' trade places exactly when the clip is mirrored.
       assert label[2] == (index % 3 == 0)
-      assert sorted(label[:2]) == [0.0, 1.0]
-      labels.append((index, tuple(label[:2])))
-  flipped = {(index, pair) for index, pair in labels if pair != ((1.0, 0.0) if index % 2 == 0
-                                                                 else (0.0, 1.0))}
-  assert flipped, 'no clip was flipped in 24 draws'
+      left, right = (index % 2 == 1, index % 2 == 0) if mirrored else (index % 2 == 0, index % 2 == 1)
+      np.testing.assert_array_equal(label[:2], [left, right], err_msg=f'clip {index}, mirrored={mirrored}')
+      mirrored_draws += mirrored
+      plain_draws += not mirrored
+  assert mirrored_draws and plain_draws, (mirrored_draws, plain_draws)
 
 
 def test_evaluation_gives_every_view_the_multi_hot_label_and_scores_map(task_config):
