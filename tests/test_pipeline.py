@@ -218,3 +218,65 @@ def test_flip_swaps_left_and_right_classes(kind, data_dir):
       np.testing.assert_array_equal(flip_labels, expected)
       swapped_examples += int(not np.array_equal(flip_labels, plain_labels))
   assert swapped_examples > 0
+
+
+# Detections of one keyframe, in the order a detector file may list them: not by score.
+_UNSORTED_SCORES = np.array([0.3, 0.95, 0.85, 0.99, 0.5, 0.9, 0.81], np.float32)
+
+
+def _box_of_score(scores: np.ndarray) -> np.ndarray:
+  """A square box [N, 4] per score, with its top-left corner at (score / 2, score / 2)."""
+  corner = np.repeat(scores[:, None] / 2, 2, axis=1)
+  return np.concatenate([corner, corner + 0.4], axis=1).astype(np.float32)
+
+
+class UnsortedDetections(tfds.core.GeneratorBasedBuilder):
+  """One localisation keyframe whose 7 detections (5 of them confident) arrive unsorted.
+
+  Each detection's box encodes its score, so a test can tell which box kept which score. Config
+  'counted' records the split's max_detections at build time, as the release builders do;
+  'uncounted' does not (a source that cannot know it), so evaluation has max_boxes rows.
+  """
+  name = 'test_unsorted_detections'
+  VERSION = tfds.core.Version('1.0.0')
+  BUILDER_CONFIGS = [tfds.core.BuilderConfig(name='counted'), tfds.core.BuilderConfig(name='uncounted')]
+  url_infos = None
+
+  def _info(self):
+    splits = {'validation': {'max_detections': 5}} if self.builder_config.name == 'counted' else {}
+    return tfds.core.DatasetInfo(
+        builder=self,
+        features=tfds.features.FeaturesDict({
+            'video': tfds.features.Tensor(shape=(4, 16, 16, 3), dtype=np.uint8),
+            'keyframe_index': np.int32, 'video_id': tfds.features.Text(), 'timestamp': np.int32,
+            'gt_boxes': tfds.features.Tensor(shape=(None, 4), dtype=np.float32),
+            'gt_labels': tfds.features.Tensor(shape=(None, 12), dtype=np.bool_),
+            'detector_boxes': tfds.features.Tensor(shape=(None, 4), dtype=np.float32),
+            'detector_scores': tfds.features.Tensor(shape=(None,), dtype=np.float32)}),
+        metadata=tfds.core.MetadataDict(class_names=[f'class{c}' for c in range(12)], splits=splits))
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    return {'train': self._generate_examples(), 'validation': self._generate_examples()}
+
+  def _generate_examples(self):
+    yield 0, {'video': np.zeros((4, 16, 16, 3), np.uint8), 'keyframe_index': 2, 'video_id': 'v',
+              'timestamp': 902, 'gt_boxes': np.array([[0.1, 0.1, 0.5, 0.5]], np.float32),
+              'gt_labels': np.eye(12, dtype=bool)[:1],
+              'detector_boxes': _box_of_score(_UNSORTED_SCORES),
+              'detector_scores': _UNSORTED_SCORES}
+
+
+@pytest.mark.parametrize('config_name, kept', [('counted', 5), ('uncounted', 3)])
+def test_unsorted_detections_keep_the_highest_scores_with_their_boxes(config_name, kept, tmp_path):
+  tfds.builder(f'test_unsorted_detections/{config_name}', data_dir=str(tmp_path)).download_and_prepare()
+  task = _task('localisation', crop_size=16, num_frames=2, detector_score_threshold=0.8)
+  task.dataset.name = f'test_unsorted_detections/{config_name}'
+  task.max_boxes, task.eval_batch_size = 3, 1
+  batch, = pipeline.eval_input(task, data_dir=str(tmp_path)).batches()
+  expected = np.array([0.99, 0.95, 0.9, 0.85, 0.81], np.float32)[:kept]  # by hand
+  assert batch['box_scores'].shape == (1, kept) and batch['box_mask'].all()
+  np.testing.assert_array_equal(batch['box_scores'][0], expected)
+  np.testing.assert_allclose(batch['frame_boxes'][0], _box_of_score(expected), atol=1e-6)
+  # A square frame fills the model's input, so the model sees the same boxes.
+  np.testing.assert_allclose(batch['boxes'][0], _box_of_score(expected), atol=1e-6)
