@@ -136,7 +136,8 @@ def train_stream(builder: Any, split: str, *, seed: int, host: int, num_hosts: i
     ordered = _read_sequence_examples(builder, split, host=host, num_hosts=num_hosts,
                                       shuffle_seed=seed)
   else:
-    ordered = read_sequential(builder, tfds.split_for_jax_process(split), shuffle_seed=seed)
+    share = tfds.even_splits(split, n=num_hosts)[host]
+    ordered = read_sequential(builder, share, shuffle_seed=seed)
   ordered = ordered.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
   # Skipping before decoding keeps a resume cheap; positions (hence augmentations) are unchanged.
   return ordered.repeat().enumerate().skip(start_position)
