@@ -6,9 +6,7 @@ import sys
 import jax
 import pytest
 
-from test_train import tiny_config
 from vivit_cofinetune import config_lib
-from vivit_cofinetune import evaluate
 from vivit_cofinetune import sharding
 
 REPO = pathlib.Path(__file__).parent.parent
@@ -33,11 +31,18 @@ def test_bad_mesh_sizes_are_config_errors(mesh, message):
       data=jax.device_count(), fsdp=1, model=1)
 
 
-def test_eval_mode_without_a_checkpoint_names_the_workdir(data_dir, tmp_path):
+def test_eval_mode_without_a_checkpoint_stops_with_one_line_naming_the_workdir(data_dir, tmp_path):
   workdir = tmp_path / 'never_trained'
-  with pytest.raises(FileNotFoundError, match=f'--workdir={workdir}: no checkpoint under '
-                                              f'{workdir}/checkpoints'):
-    evaluate.evaluate_checkpoint(tiny_config(data_dir), str(workdir))
+  command = [sys.executable, '-m', 'vivit_cofinetune.main', '--mode=eval',
+             f'--config={REPO}/configs/demo_cofinetune.py:steps=4', f'--workdir={workdir}',
+             f'--config.data_dir={data_dir}',
+             '--config.tasks.synthetic_loc.dataset.name=synthetic_actions_loc/tiny',
+             '--config.tasks.synthetic_cls.dataset.name=synthetic_actions_cls/tiny']
+  done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False, timeout=300)
+  assert done.returncode == 1, done.stderr[-3000:]
+  assert 'Traceback' not in done.stderr, done.stderr[-3000:]
+  assert done.stderr.strip().splitlines()[-1] == (
+      f'Checkpoint error: --workdir={workdir}: no checkpoint under {workdir}/checkpoints')
   assert not (workdir / 'checkpoints').exists() and not (workdir / 'eval_results.json').exists()
 
 

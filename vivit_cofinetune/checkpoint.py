@@ -48,6 +48,10 @@ class NoCheckpointRestoresError(RuntimeError):
   """The workdir has checkpoints, but none of them restores."""
 
 
+class NoCheckpointError(FileNotFoundError):
+  """The workdir has no checkpoint at all (e.g. `--mode=eval` on a run that never saved)."""
+
+
 def restore(manager: ocp.CheckpointManager, abstract_state, step: int | None = None, *,
             set_aside_unreadable: bool = False):
   """Returns (state, batches_consumed) of `step`, by default of the newest checkpoint that restores.

@@ -122,7 +122,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   manager = checkpoint.make_manager(workdir, config, read_only=True)
   restored = checkpoint.restore(manager, abstract)
   if restored is None:
-    raise FileNotFoundError(f'--workdir={workdir}: no checkpoint under {workdir / "checkpoints"}')
+    raise checkpoint.NoCheckpointError(
+        f'--workdir={workdir}: no checkpoint under {workdir / "checkpoints"}')
   state, _ = restored
   step = int(state.step)
   results, images = Evaluator(config, backbone, tasks, mesh, rules, shardings.params).evaluate(

@@ -82,7 +82,7 @@ def main(argv):
   except config_lib.ConfigError as error:
     # A config mistake is the user's to fix: one line naming the field, no traceback.
     sys.exit(f'Config error: {error}')
-  except checkpoint.NoCheckpointRestoresError as error:
+  except (checkpoint.NoCheckpointRestoresError, checkpoint.NoCheckpointError) as error:
     # The warnings above give each checkpoint's error; a traceback through orbax would add nothing.
     sys.exit(f'Checkpoint error: {error}')
 
