@@ -150,9 +150,10 @@ def run_study(output: pathlib.Path, *, seeds: int, schedules: Sequence[str], dat
   start = time.monotonic()
   sizes = dict(steps=steps, pretrain_steps=pretrain_steps, tiny=tiny)
   pretrain_dir = output / 'pretrain'
+  # Seed by seed, so that a study stopped early has every schedule for the seeds it finished.
   configs = {(schedule, seed): study_config(schedule, seed=seed, init=str(pretrain_dir),
                                             data_dir=data_dir, **sizes)
-             for schedule in schedules for seed in range(seeds)}
+             for seed in range(seeds) for schedule in schedules}
   examples = check_same_examples({schedule: configs[schedule, 0] for schedule in schedules})
   pretrain_config = study_config('pretrain', data_dir=data_dir, **sizes)
   prepare_datasets([pretrain_config, *configs.values()], data_dir)
