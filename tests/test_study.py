@@ -121,4 +121,4 @@ def test_study_runs_end_to_end_and_writes_its_table_chart_and_json(data_dir, tmp
   # A second call reuses the finished runs.
   again = study.run_study(tmp_path, seeds=1, schedules=schedules, data_dir=str(data_dir),
                           steps=8, pretrain_steps=4, tiny=True)
-  assert again['runs'] == json.loads(json.dumps(result['runs']))
+  assert again['runs'] == result['runs']
