@@ -42,7 +42,7 @@ BATCH_SIZE = 16
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
-  arg = config_args(arg, schedule='cofinetune_1', seed=0, steps=240, pretrain_steps=480, init='',
+  arg = config_args(arg, schedule='cofinetune_1', seed=0, steps=400, pretrain_steps=480, init='',
                     tiny=False)
   if arg.schedule not in SCHEDULES + ('pretrain',):
     raise ConfigError(f'config argument schedule={arg.schedule!r}: expected one of '

@@ -22,7 +22,7 @@ def configs(steps: int) -> dict:
           for schedule in study.SCHEDULES}
 
 
-@pytest.mark.parametrize('steps', [240, 1600, 8])
+@pytest.mark.parametrize('steps', [400, 1600, 8])
 def test_every_schedule_sees_the_same_examples_and_all_but_downstream_the_same_per_dataset(steps):
   by_schedule = configs(steps)
   assert study.check_same_examples(by_schedule) == steps * study_batch_size()
@@ -42,14 +42,14 @@ def study_batch_size() -> int:
 
 
 def test_unequal_schedules_are_refused():
-  by_schedule = configs(240)
+  by_schedule = configs(400)
   by_schedule['transfer'].schedule.phases[1]['steps'] += 8
   with pytest.raises(AssertionError, match='different numbers of clips'):
     study.check_same_examples(by_schedule)
 
 
 def test_transfer_continued_differs_from_transfer_in_the_learning_rate_schedule_only():
-  transfer, continued = (configs(240)[name] for name in ('transfer', 'transfer_continued'))
+  transfer, continued = (configs(400)[name] for name in ('transfer', 'transfer_continued'))
   assert (transfer.optimizer.schedule_span, continued.optimizer.schedule_span) == ('phase', 'run')
   continued.optimizer.schedule_span = 'phase'
   assert continued.to_dict() == transfer.to_dict()
