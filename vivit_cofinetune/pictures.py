@@ -85,7 +85,10 @@ def grouped_bar_chart(categories: Sequence[str], series: Sequence[str], means: n
   image = Image.new('RGB', (width, plot_top + plot_height + 30), _BACKGROUND)
   draw = ImageDraw.Draw(image)
   draw.text((margin, 8), title, fill=_TEXT)
-  y_of = lambda value: plot_top + plot_height * (1.0 - float(np.clip(value, 0.0, 1.0)))
+
+  def y_of(value: float) -> float:
+    return plot_top + plot_height * (1.0 - float(np.clip(value, 0.0, 1.0)))
+
   for tick in np.linspace(0, 1, 6):
     draw.line([(margin, y_of(tick)), (margin + len(categories) * group_width, y_of(tick))],
               fill=(225, 225, 225))

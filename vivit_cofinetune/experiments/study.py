@@ -121,6 +121,7 @@ def summarise(runs: dict[str, dict[int, dict]]) -> dict[str, dict[str, dict]]:
 
 
 def markdown_table(summary: dict[str, dict[str, dict]], num_seeds: int) -> str:
+  """One row per schedule, one column per METRICS entry: mean ± std (min–max) over seeds."""
   titles = [title for _, _, title in METRICS]
   lines = [f'| schedule | {" | ".join(titles)} |', '| --- |' + ' --- |' * len(titles)]
   for schedule, metrics in summary.items():
@@ -135,6 +136,7 @@ def markdown_table(summary: dict[str, dict[str, dict]], num_seeds: int) -> str:
 
 
 def chart(summary: dict[str, dict[str, dict]], num_seeds: int) -> np.ndarray:
+  """uint8 [H, W, 3]: the table as bars (mean) with whiskers (± std), grouped by metric."""
   titles = [title for _, _, title in METRICS]
   means = np.array([[metrics[t]['mean'] or 0.0 for t in titles] for metrics in summary.values()])
   errors = np.array([[metrics[t]['std'] for t in titles] for metrics in summary.values()])
