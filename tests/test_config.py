@@ -47,6 +47,10 @@ def set_input(task, **fields):
      'config.tasks.synthetic_cls.transfer_steps'),
     (lambda c: c.schedule.phases[0].update(steps=0),
      'config.schedule.phases[0].steps=0: expected a positive int'),
+    (lambda c: c.optimizer.update(schedule_span='epoch'),
+     "config.optimizer.schedule_span='epoch': expected one of ['phase', 'run']"),
+    (lambda c: (c.optimizer.update(schedule_span='run'), c.schedule.phases[0].update(warmup_steps=5)),
+     'config.schedule.phases[0].warmup_steps: a phase has no learning-rate schedule of its own'),
     (lambda c: c.tasks.synthetic_loc.update(eval_protocol='voc'),
      "config.tasks.synthetic_loc.eval_protocol='voc': expected one of "
      "['activitynet', 'slowfast', 'both']"),

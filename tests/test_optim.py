@@ -26,6 +26,20 @@ def test_warmup_then_cosine_restarts_every_phase():
   assert lr(135) == pytest.approx(0.02 * 0.5 * (1 + math.cos(math.pi * 25 / 50)))
 
 
+def test_schedule_spanning_the_run_continues_the_decay_into_the_next_phase():
+  # Transfer learning's second phase with the schedule continued, not a fresh warm-up.
+  config = ml_collections.ConfigDict(dict(base_learning_rate=0.1, warmup_steps=10,
+                                          schedule_span='run'))
+  phases = [dict(steps=60, mixture={'a': 1}), dict(steps=50, mixture={'b': 1})]
+  schedule = mixture.task_schedule(phases, seed=0)
+  lr = lambda s: optim.learning_rate_at(s, phases=phases, schedule=schedule, config=config)
+  assert lr(0) == pytest.approx(0.01)
+  assert lr(60) == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * 50 / 100)))  # no restart
+  assert lr(109) == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * 99 / 100)))
+  config.schedule_span = 'phase'
+  assert lr(60) == pytest.approx(0.01)  # the default: phase 1 warms up afresh
+
+
 def test_cosine_decays_to_the_end_learning_rate_factor():
   config = ml_collections.ConfigDict(dict(base_learning_rate=0.2, warmup_steps=4,
                                           end_learning_rate_factor=0.1))

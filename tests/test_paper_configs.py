@@ -31,6 +31,10 @@ PAPER_MODES = ('', 'local=True', 'synthetic=True', 'transfer=True', 'then_finetu
                'synthetic=True,then_finetune=True,sampling=uniform')
 # Every file in configs/ with the modes its docstring offers.
 MODES = {'demo_cofinetune': ('', 'transfer=True', 'variant=factorised_encoder'),
+         'study_cofinetune': ('', 'schedule=pretrain', 'schedule=downstream', 'schedule=transfer',
+                              'schedule=transfer_continued', 'schedule=cofinetune_2',
+                              'schedule=cofinetune_finetune,seed=2,init=/tmp/pretrain',
+                              'tiny=True,steps=8,pretrain_steps=4'),
          **{name: PAPER_MODES for name in PAPER_CONFIGS}}
 
 
@@ -47,7 +51,8 @@ def test_every_config_file_is_listed_here():
 def test_every_config_loads_and_validates_in_every_mode(name, arg):
   config = load(name, arg)
   # Local runs take one CPU device; the pod configs split their batches over 8.
-  num_devices = 1 if 'local' in arg or 'synthetic' in arg or name == 'demo_cofinetune' else 8
+  num_devices = 1 if 'local' in arg or 'synthetic' in arg or name in (
+      'demo_cofinetune', 'study_cofinetune') else 8
   config_lib.validate_config(config, num_devices=num_devices, known_datasets=None)
 
 

@@ -13,6 +13,8 @@ from vivit_cofinetune.tasks import localisation
 
 # Mixture weights may be numbers or one of these rules (see data/mixture.py).
 WEIGHT_RULES = ('steps', 'size', 'uniform')
+# What one learning-rate warm-up and cosine spans (see optim.learning_rate_at).
+SCHEDULE_SPANS = ('phase', 'run')
 
 
 class ConfigError(ValueError):
@@ -102,8 +104,16 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int, num_
   phases = config.get('schedule', {}).get('phases')
   if not phases:
     raise ConfigError('config.schedule.phases: expected a list of dict(steps=..., mixture=...)')
+  span = config.get('optimizer', {}).get('schedule_span', 'phase')
+  if span not in SCHEDULE_SPANS:
+    raise ConfigError(f'config.optimizer.schedule_span={span!r}: expected one of '
+                      f'{list(SCHEDULE_SPANS)}')
   for index, phase in enumerate(phases):
     field = f'config.schedule.phases[{index}]'
+    for override in ('base_learning_rate', 'warmup_steps'):
+      if span == 'run' and override in phase:
+        raise ConfigError(f"{field}.{override}: a phase has no learning-rate schedule of its own "
+                          "with config.optimizer.schedule_span='run'; set it in config.optimizer")
     steps = phase.get('steps')
     if not isinstance(steps, numbers.Integral) or steps <= 0:
       raise ConfigError(f'{field}.steps={steps!r}: expected a positive int')

@@ -56,21 +56,27 @@ def set_learning_rate(opt_state, learning_rate: jax.Array):
 
 def learning_rate_at(step: int, *, phases: Sequence, schedule,
                      config: ml_collections.ConfigDict) -> float:
-  """Linear warm-up then cosine decay, restarted at the start of every phase.
+  """Linear warm-up then cosine decay, restarted at the start of every phase or spanning the run.
 
-  `schedule` is the run's data.mixture.TaskSchedule. A phase may override `base_learning_rate` and
+  `schedule` is the run's data.mixture.TaskSchedule. With `config.schedule_span='phase'` (the
+  default) every phase has its own warm-up and cosine, and may override `base_learning_rate` and
   `warmup_steps` of `config.optimizer`; the cosine decays to `end_learning_rate_factor * base` at the
-  end of the phase.
+  end of the phase. With 'run' one warm-up and cosine span all phases, so a later phase continues
+  the decay where the one before left it (config_lib rejects per-phase overrides there).
   """
-  phase_index = schedule.phase_of_step(step)
-  phase = phases[phase_index]
-  base = phase['base_learning_rate'] if 'base_learning_rate' in phase else config.base_learning_rate
-  warmup = phase['warmup_steps'] if 'warmup_steps' in phase else config.get('warmup_steps', 0)
+  base, warmup = config.get('base_learning_rate'), config.get('warmup_steps', 0)
+  if config.get('schedule_span', 'phase') == 'run':
+    step_in_span, span_steps = step, schedule.num_steps
+  else:
+    phase_index = schedule.phase_of_step(step)
+    phase = phases[phase_index]
+    base = phase.get('base_learning_rate', base)
+    warmup = phase.get('warmup_steps', warmup)
+    step_in_span, span_steps = step - schedule.phase_starts[phase_index], phase['steps']
   end_factor = config.get('end_learning_rate_factor', 0.0)
-  step_in_phase = step - schedule.phase_starts[phase_index]
-  if step_in_phase < warmup:
-    return base * (step_in_phase + 1) / warmup
-  progress = (step_in_phase - warmup) / max(1, phase['steps'] - warmup)
+  if step_in_span < warmup:
+    return base * (step_in_span + 1) / warmup
+  progress = (step_in_span - warmup) / max(1, span_steps - warmup)
   cosine = 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
   return base * (end_factor + (1.0 - end_factor) * cosine)
 

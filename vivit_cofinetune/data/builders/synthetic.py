@@ -2,13 +2,18 @@
 
 Two TFDS builders share one set of motion concepts, so that training on the classification set helps the
 rare classes of the localisation set (the paper's co-finetuning effect, in miniature):
-- `synthetic_actions_cls`: one actor per clip, one clip-level label (balanced over the concepts).
+- `synthetic_actions_cls`: one actor per clip, one clip-level label (balanced over the config's
+  `classes`: action concepts, or COLOUR_NAMES for a static, appearance-only set).
 - `synthetic_actions_loc`: 1-3 actors per clip, each with its box at the keyframe and multi-hot labels
   drawn from a long-tailed distribution (class of rank r has frequency ~ r**-LOC_TAIL_EXPONENT), plus
   AVA-like person-detector boxes (jittered ground truth with scores, occasional low-score false positives).
 
-Every example is a pure function of (split, index): its numpy Generator is seeded from them, so a
-rebuild gives identical records. Configs: 'default' (the demo's sizes) and 'tiny' (for tests).
+Every example is a pure function of (config seed, split, index): its numpy Generator is seeded from
+them, so a rebuild gives identical records. Configs: 'default' (the demo's sizes), 'tiny' (for tests)
+and the study's sets (experiments/study.py): 'study_pretrain' (static actors labelled by colour,
+standing in for ImageNet), 'study_upstream_a' and 'study_upstream_b' (balanced, each holding the
+localisation set's rare concepts) and the localisation set 'study' (small, so its tail classes have
+a handful of actors each).
 """
 import dataclasses
 
@@ -20,6 +25,12 @@ ACTION_NAMES = ('stand_still', 'move_right', 'move_left', 'grow', 'move_up', 'bl
                 'shrink', 'jump', 'change_colour', 'shake', 'crouch')
 LOC_CLASS_NAMES = ACTION_NAMES
 CLS_CLASS_NAMES = ACTION_NAMES
+# Static appearance classes, one per _PALETTE colour: a stand-in for image pretraining.
+COLOUR_NAMES = ('red', 'green', 'blue', 'yellow', 'magenta', 'cyan', 'orange', 'white')
+# The second upstream set of the study: a label space of its own (as SSv2's is beside Kinetics'),
+# holding the six rarest localisation concepts and the commonest one.
+UPSTREAM_B_CLASS_NAMES = ('stand_still', 'move_down', 'shrink', 'jump', 'change_colour', 'shake',
+                          'crouch')
 LOC_TAIL_EXPONENT = 1.5
 
 # Every actor does exactly one motion (like AVA's exclusive pose classes) and any number of appearance
@@ -143,11 +154,19 @@ def _normalised(box: np.ndarray, frame_size: int) -> np.ndarray:
 
 @dataclasses.dataclass
 class SyntheticConfig(tfds.core.BuilderConfig):
-  """Sizes of a synthetic dataset: clips per split, frames per clip, square frame side in pixels."""
+  """Sizes of a synthetic dataset: clips per split, frames per clip, square frame side in pixels;
+  `seed` tells sets of the same builder apart (their clip i would otherwise be drawn alike)."""
   num_train: int = 0
   num_validation: int = 0
   num_frames: int = 16
   frame_size: int = 40
+  seed: int = _SEED
+
+
+@dataclasses.dataclass
+class SyntheticClsConfig(SyntheticConfig):
+  """A classification set: also the classes it is balanced over (ACTION_NAMES or COLOUR_NAMES)."""
+  classes: tuple[str, ...] = CLS_CLASS_NAMES
 
 
 class _SyntheticActions(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -165,7 +184,7 @@ class _SyntheticActions(tfds.core.GeneratorBasedBuilder, skip_registration=True)
 
   def _generate_examples(self, split: str, size: int):
     for index in range(size):
-      rng = np.random.default_rng([_SEED, _SPLIT_IDS[split], index])
+      rng = np.random.default_rng([self.builder_config.seed, _SPLIT_IDS[split], index])
       yield index, self._render(split, index, rng)
 
   def _video_feature(self) -> tfds.features.Tensor:
@@ -178,34 +197,44 @@ class _SyntheticActions(tfds.core.GeneratorBasedBuilder, skip_registration=True)
 
 
 class SyntheticActionsCls(_SyntheticActions):
-  """One actor per clip doing one of ACTION_NAMES; label balanced over the classes."""
+  """One actor per clip doing one of the config's classes; label balanced over them."""
   name = 'synthetic_actions_cls'
   BUILDER_CONFIGS = [
-      SyntheticConfig(name='default', num_train=1200, num_validation=200),
-      SyntheticConfig(name='tiny', num_train=40, num_validation=14),
+      SyntheticClsConfig(name='default', num_train=1200, num_validation=200),
+      SyntheticClsConfig(name='tiny', num_train=40, num_validation=14),
+      SyntheticClsConfig(name='study_pretrain', num_train=1200, num_validation=120,
+                         seed=_SEED + 1, classes=COLOUR_NAMES),
+      SyntheticClsConfig(name='study_upstream_a', num_train=1600, num_validation=240, seed=_SEED + 2),
+      SyntheticClsConfig(name='study_upstream_b', num_train=1600, num_validation=210, seed=_SEED + 3,
+                         classes=UPSTREAM_B_CLASS_NAMES),
   ]
 
   def _info(self) -> tfds.core.DatasetInfo:
+    classes = self.builder_config.classes
     return self.dataset_info_from_configs(
         features=tfds.features.FeaturesDict({
             'video': self._video_feature(),
-            'label': tfds.features.ClassLabel(names=CLS_CLASS_NAMES),
+            'label': tfds.features.ClassLabel(names=classes),
             'video_id': tfds.features.Text(),
         }),
-        metadata=tfds.core.MetadataDict(class_names=list(CLS_CLASS_NAMES),
-                                        flip_label_pairs=[list(pair) for pair in FLIP_LABEL_PAIRS]),
+        metadata=tfds.core.MetadataDict(
+            class_names=list(classes),
+            flip_label_pairs=[list(pair) for pair in FLIP_LABEL_PAIRS
+                              if set(pair) <= set(classes)]),
     )
 
   def _render(self, split: str, index: int, rng: np.random.Generator) -> dict:
     config = self.builder_config
-    label = int(rng.integers(len(CLS_CLASS_NAMES)))
-    name = CLS_CLASS_NAMES[label]
-    if name in MOTIONS:
-      motion, changes = name, []
+    label = int(rng.integers(len(config.classes)))
+    name = config.classes[label]
+    if name in MOTIONS or name in COLOUR_NAMES:
+      motion, changes = ('stand_still' if name in COLOUR_NAMES else name), []
     else:
       motion, changes = _PLAIN_MOTIONS[rng.integers(len(_PLAIN_MOTIONS))], [name]
     video = _background(config.num_frames, config.frame_size, rng)
     track = _trajectory(motion, changes, config.num_frames, config.frame_size, rng)
+    if name in COLOUR_NAMES:  # A still actor of one colour: appearance only, like an image.
+      track['colour'] = np.broadcast_to(_PALETTE[COLOUR_NAMES.index(name)], track['colour'].shape)
     _draw(video, _place(track, config.frame_size, rng), track)
     return {'video': np.clip(video, 0, 255).astype(np.uint8), 'label': label,
             'video_id': f'synthcls_{split}_{index:05d}'}
@@ -217,6 +246,9 @@ class SyntheticActionsLoc(_SyntheticActions):
   BUILDER_CONFIGS = [
       SyntheticConfig(name='default', num_train=600, num_validation=300),
       SyntheticConfig(name='tiny', num_train=30, num_validation=11),
+      # Small, so it overfits and its rarest classes have a few actors each (about 160 actors in
+      # train); a larger validation set measures the tail classes' AP less noisily.
+      SyntheticConfig(name='study', num_train=80, num_validation=600, seed=_SEED + 4),
   ]
 
   def _info(self) -> tfds.core.DatasetInfo:

@@ -1,0 +1,1 @@
+"""Experiments built from the framework's configs: the co-finetuning study (study.py)."""
