@@ -148,9 +148,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                        schedule=schedule, config=config.optimizer)
   save_clock = checkpoint.SaveClock(config.get('checkpoint_every_minutes'))
   results = {}
+  # Each step's batch is read from its task's pipeline in schedule order and put on the devices
+  # while the steps before it run; batches_consumed counts only the batches trained on.
+  batches = sharding.prefetch_to_mesh(
+      (next(iterators[schedule.task_of_step(step)]) for step in range(start_step, total_steps)), mesh)
   for step in range(start_step, total_steps):
     name = schedule.task_of_step(step)
-    batch = sharding.put_batch(next(iterators[name]), mesh)
+    batch = next(batches)
     learning_rate = learning_rate_at(step) * config.tasks[name].get('learning_rate_factor', 1.0)
     state, metrics = train_steps[name](state, batch, np.float32(learning_rate))
     batches_consumed[name] += 1
