@@ -7,6 +7,7 @@ import time
 from absl import logging
 from clu import metric_writers
 import jax
+from jax.experimental.compilation_cache import compilation_cache
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -88,6 +89,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   config_lib.validate_config(config, num_devices=jax.device_count(),
                              num_processes=jax.process_count(),
                              known_datasets=pipeline.known_datasets(config))
+  _use_compilation_cache(config.get('compilation_cache_dir', str(workdir / 'compilation_cache')))
   mesh = sharding.make_mesh(config.mesh)
   rules = sharding.logical_rules(config)
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
@@ -189,6 +191,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   writer.flush()
   evaluate.write_results(workdir, results)
   return results
+
+
+def _use_compilation_cache(directory: str | None) -> None:
+  """Keeps every compiled program in `directory` ('' or None: nowhere), so a rerun (a resume after
+  preemption, the next run of a config) loads its steps instead of compiling them again."""
+  directory = directory or None
+  if directory == jax.config.jax_compilation_cache_dir:
+    return
+  jax.config.update('jax_compilation_cache_dir', directory)
+  # By default only programs that took a second to compile are kept; the eval steps and the small
+  # programs around the loop are worth keeping too.
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+  # jax opens the cache at its first compilation and keeps it for the process: another directory
+  # (the next train_and_evaluate of a process, as in the tests) needs it opened again.
+  compilation_cache.reset_cache()
 
 
 class Progress:
