@@ -219,15 +219,24 @@ class Progress:
     self.window_start = time.monotonic()
     self.window_steps = 0
     self.window_clips = 0
-    # Sums stay on the device until the report, so a step never waits for the previous one.
-    self.sums, self.counts = {}, {}
+    # Each step's metrics stay on the device until the report, so a step never waits for the one
+    # before; they are averaged on the host there, where summing on the device would compile an
+    # addition whenever a window first repeats a task, long after warm-up.
+    self.metrics = {}
 
   def step_done(self, task_name: str, metrics, clips: int) -> None:
     self.window_steps += 1
     self.window_clips += clips
-    previous = self.sums.get(task_name)
-    self.sums[task_name] = metrics if previous is None else jax.tree.map(jnp.add, previous, metrics)
-    self.counts[task_name] = self.counts.get(task_name, 0) + 1
+    self.metrics.setdefault(task_name, []).append(metrics)
+
+  def _means(self, key: str | None = None) -> dict[str, dict[str, float]]:
+    """{task: {metric: mean over the window's steps}}, of `key` only if given."""
+    means = {}
+    for task, steps in self.metrics.items():
+      keys = [key] if key else steps[0].keys()
+      values = jax.device_get([[step[name] for name in keys] for step in steps])
+      means[task] = dict(zip(keys, np.mean(np.asarray(values, np.float64), axis=0).tolist()))
+    return means
 
   @contextlib.contextmanager
   def paused(self):
@@ -238,8 +247,8 @@ class Progress:
 
   def check_finite(self, step: int) -> None:
     """Raises FloatingPointError if a task's loss since the last report is not finite."""
-    for task, sums in self.sums.items():
-      loss = float(sums['loss']) / self.counts[task]
+    for task, means in self._means('loss').items():
+      loss = means['loss']
       if not math.isfinite(loss):
         raise FloatingPointError(f'task {task}: training loss is {loss} at step {step}; lower the '
                                  'learning rate or check the data')
@@ -250,14 +259,14 @@ class Progress:
     Stops the run on a non-finite loss, before a checkpoint could keep the broken state.
     """
     self.check_finite(step)
-    scalars = {f'train/{task}/{key}': float(value) / self.counts[task]
-               for task, sums in self.sums.items() for key, value in sums.items()}
+    scalars = {f'train/{task}/{key}': value
+               for task, means in self._means().items() for key, value in means.items()}
     elapsed = max(time.monotonic() - self.window_start, 1e-9)
     steps_per_sec = self.window_steps / elapsed
     clips_per_sec = self.window_clips / elapsed
     eta = int((self.total_steps - step) / max(steps_per_sec, 1e-9))
     eta_text = f'{eta // 86400}d ' * (eta >= 86400) + time.strftime('%H:%M:%S', time.gmtime(eta))
-    losses = ' '.join(f'{task}={scalars[f"train/{task}/loss"]:.3f}' for task in sorted(self.sums))
+    losses = ' '.join(f'{task}={scalars[f"train/{task}/loss"]:.3f}' for task in sorted(self.metrics))
     logging.info('step %d/%d | %.2f steps/s | %.1f clips/s | ETA %s | loss %s', step,
                  self.total_steps, steps_per_sec, clips_per_sec, eta_text, losses)
     self._reset()
