@@ -6,6 +6,7 @@ import time
 
 from absl import logging
 from clu import metric_writers
+from etils import epath
 import jax
 from jax.experimental.compilation_cache import compilation_cache
 import jax.numpy as jnp
@@ -89,7 +90,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   config_lib.validate_config(config, num_devices=jax.device_count(),
                              num_processes=jax.process_count(),
                              known_datasets=pipeline.known_datasets(config))
-  _use_compilation_cache(config.get('compilation_cache_dir', str(workdir / 'compilation_cache')))
+  _use_compilation_cache(workdir / 'compilation_cache' if config.get('compilation_cache', True)
+                         else None)
   mesh = sharding.make_mesh(config.mesh)
   rules = sharding.logical_rules(config)
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
@@ -193,10 +195,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   return results
 
 
-def _use_compilation_cache(directory: str | None) -> None:
-  """Keeps every compiled program in `directory` ('' or None: nowhere), so a rerun (a resume after
+def _use_compilation_cache(directory: epath.Path | None) -> None:
+  """Keeps every compiled program in `directory` (None: nowhere), so a rerun (a resume after
   preemption, the next run of a config) loads its steps instead of compiling them again."""
-  directory = directory or None
+  directory = directory and str(directory)
   if directory == jax.config.jax_compilation_cache_dir:
     return
   jax.config.update('jax_compilation_cache_dir', directory)
