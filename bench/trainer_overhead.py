@@ -10,18 +10,21 @@ devices there): every window after the first, except the one holding the half-wa
 same process builds the same steps from a fresh state and runs them bare on the very batches those
 windows trained on (read again from the same pipelines, already on the devices), in one pass before
 the trainer and one after, so load that comes and goes on a shared machine falls on both. Host CPU
-seconds per step (all threads) are reported beside the rates: the trainer's extra work shows there
-even where idle cores hide it from the rate.
+seconds per step (all threads) are reported beside the rates, with the input pipelines' own per
+batch (timed while reading the batches again): the trainer's extra work shows there even where idle
+cores hide it from the rate.
 
 Compilations are counted by jax's compile event (a persistent-cache hit counts too): warm-up is the
 first window (every task's first step; the schedule is checked to hold them) and the first
 evaluation; everything after must compile nothing.
 """
 import argparse
+import contextlib
 import json
 import logging
 import os
 import platform
+import sys
 import tempfile
 import time
 
@@ -81,17 +84,21 @@ class _Timeline(logging.Handler):
       self.compiles.append((time.time(), kwargs.get('fun_name', '?')))
 
 
-def _host_batches(config: ml_collections.ConfigDict, schedule, steps: list[int]) -> list[dict]:
-  """The host batches the trainer took at `steps` (increasing), read again from the same pipelines."""
+def _host_batches(config: ml_collections.ConfigDict, schedule,
+                  steps: list[int]) -> tuple[list[dict], float]:
+  """The host batches the trainer took at `steps` (increasing), read again from the same pipelines,
+  and the host CPU seconds per batch read from `steps[0]` on (every pipeline has started by then)."""
   iterators = {name: pipeline.train_iterator(config.tasks[name], data_dir=config.data_dir,
                                              seed=config.seed)
                for name in schedule.task_names}
   wanted, batches = set(steps), []
   for step in range(steps[-1] + 1):
+    if step == steps[0]:
+      cpu = time.process_time()
     batch = next(iterators[schedule.task_of_step(step)])
     if step in wanted:
       batches.append(batch)
-  return batches
+  return batches, (time.process_time() - cpu) / (steps[-1] + 1 - steps[0])
 
 
 def _bare_steps(config: ml_collections.ConfigDict, schedule, steps: list[int],
@@ -148,7 +155,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, verbose: bool = False) 
   # Windows (a, b] after the first, leaving out those whose start evaluated.
   timed = [(a, a + window) for a in range(window, total, window) if a % config.eval_every]
   timed_steps = [step for a, b in timed for step in range(a, b)]
-  host_batches = _host_batches(config, schedule, timed_steps)
+  host_batches, pipeline_cpu = _host_batches(config, schedule, timed_steps)
   video_dtypes = sorted({str(batch['video'].dtype) for batch in host_batches})
   if video_dtypes != ['uint8']:
     raise AssertionError(f'batches should cross to the devices as uint8 video, got {video_dtypes}')
@@ -164,7 +171,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, verbose: bool = False) 
   jax.monitoring.register_event_duration_secs_listener(timeline.on_event)
   try:
     start = time.time()
-    train.train_and_evaluate(config, workdir)
+    # The final metrics table goes to stderr: stdout is the bench's own.
+    with contextlib.redirect_stdout(sys.stderr):
+      train.train_and_evaluate(config, workdir)
   finally:
     absl_logger.removeHandler(timeline)
     absl_logger.setLevel(previous_level)
@@ -199,6 +208,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, verbose: bool = False) 
       # work, which slows it down only where the cores are all busy.
       'trainer_cpu_s_per_step': trainer_cpu / steps,
       'bare_cpu_s_per_step': bare_cpu / (2 * steps),
+      # The input pipelines' part of the trainer's extra work: reading a batch and nothing else.
+      'pipeline_cpu_s_per_batch': pipeline_cpu,
       'compiles_warm_up': len(timeline.compiles) - len(after_warm_up),
       'compiles_after_warm_up': len(after_warm_up),
       'compiled_after_warm_up': after_warm_up,
@@ -226,7 +237,8 @@ def main():
         f'{result["bare_steps_per_s"]:.2f} steps/s, ratio {result["trainer_over_bare"]:.3f} '
         f'over {result["timed_steps"]} steps of {result["tasks"]}')
   print(f'host CPU per step: trainer {result["trainer_cpu_s_per_step"] * 1e3:.1f} ms, bare step '
-        f'{result["bare_cpu_s_per_step"] * 1e3:.1f} ms')
+        f'{result["bare_cpu_s_per_step"] * 1e3:.1f} ms, input pipelines alone '
+        f'{result["pipeline_cpu_s_per_batch"] * 1e3:.1f} ms a batch')
   print(f'compilations: {result["compiles_warm_up"]} in warm-up, '
         f'{result["compiles_after_warm_up"]} after {result["compiled_after_warm_up"]}')
   print(f'batches cross as {result["video_dtype_to_device"]} video, '
