@@ -65,4 +65,6 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # Also save when this many minutes have passed since the last save (0: by steps only).
   config.checkpoint_every_minutes = 0.0
   config.keep_checkpoints = 2
+  # Compiled steps kept in WORKDIR/compilation_cache: a rerun or resume skips most compilation.
+  config.compilation_cache = True
   return config

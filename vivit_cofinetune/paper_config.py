@@ -122,6 +122,8 @@ def trainer_settings(config: ml_collections.ConfigDict) -> None:
   # Steps of ViViT-L take ~100x the demo's: bound the work a crash loses by time as well.
   config.checkpoint_every_minutes = 30.0
   config.keep_checkpoints = 3
+  # Compiled steps kept in WORKDIR/compilation_cache: a resumed run skips most of its compilation.
+  config.compilation_cache = True
 
 
 def shrink_for_local_run(config: ml_collections.ConfigDict, *, steps_per_task: int = 10) -> None:

@@ -11,7 +11,8 @@ The activations' `nn.with_logical_constraint` calls act only where the rules and
 context while a step is traced (flax returns the input unchanged otherwise): `jit` below binds both
 inside every step it compiles.
 """
-from collections.abc import Callable, Mapping, Sequence
+import collections
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 import contextlib
 import functools
 import math
@@ -131,6 +132,23 @@ def put_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Arra
   return {key: multihost_utils.host_local_array_to_global_array(value, mesh, PartitionSpec(BATCH_AXES))
           if jax.process_count() > 1 else jax.device_put(value, sharding)
           for key, value in batch.items()}
+
+
+def prefetch_to_mesh(host_batches: Iterable[Mapping[str, np.ndarray]], mesh: Mesh,
+                     size: int = 2) -> Iterator[dict[str, jax.Array]]:
+  """`put_batch` of each batch, `size` batches ahead of the one handed out.
+
+  Steps are dispatched asynchronously, so the copies of the batches ahead overlap the step that is
+  running (flax.jax_utils.prefetch_to_device, with the batch sharding of the mesh). Reads `size`
+  host batches more than it hands out; a data position must count the batches handed out.
+  """
+  queue = collections.deque()
+  for batch in host_batches:
+    queue.append(put_batch(batch, mesh))
+    if len(queue) > size:
+      yield queue.popleft()
+  while queue:
+    yield queue.popleft()
 
 
 def gather_to_host(tree):

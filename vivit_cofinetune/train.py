@@ -6,7 +6,9 @@ import time
 
 from absl import logging
 from clu import metric_writers
+from etils import epath
 import jax
+from jax.experimental.compilation_cache import compilation_cache
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -88,6 +90,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   config_lib.validate_config(config, num_devices=jax.device_count(),
                              num_processes=jax.process_count(),
                              known_datasets=pipeline.known_datasets(config))
+  _use_compilation_cache(workdir / 'compilation_cache' if config.get('compilation_cache', True)
+                         else None)
   mesh = sharding.make_mesh(config.mesh)
   rules = sharding.logical_rules(config)
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
@@ -148,9 +152,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                        schedule=schedule, config=config.optimizer)
   save_clock = checkpoint.SaveClock(config.get('checkpoint_every_minutes'))
   results = {}
+  # Each step's batch is read from its task's pipeline in schedule order and put on the devices
+  # while the steps before it run; batches_consumed counts only the batches trained on.
+  batches = sharding.prefetch_to_mesh(
+      (next(iterators[schedule.task_of_step(step)]) for step in range(start_step, total_steps)), mesh)
   for step in range(start_step, total_steps):
     name = schedule.task_of_step(step)
-    batch = sharding.put_batch(next(iterators[name]), mesh)
+    batch = next(batches)
     learning_rate = learning_rate_at(step) * config.tasks[name].get('learning_rate_factor', 1.0)
     state, metrics = train_steps[name](state, batch, np.float32(learning_rate))
     batches_consumed[name] += 1
@@ -187,6 +195,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   return results
 
 
+def _use_compilation_cache(directory: epath.Path | None) -> None:
+  """Keeps every compiled program in `directory` (None: nowhere), so a rerun (a resume after
+  preemption, the next run of a config) loads its steps instead of compiling them again."""
+  directory = directory and str(directory)
+  if directory == jax.config.jax_compilation_cache_dir:
+    return
+  jax.config.update('jax_compilation_cache_dir', directory)
+  # By default only programs that took a second to compile are kept; the eval steps and the small
+  # programs around the loop are worth keeping too.
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+  # jax opens the cache at its first compilation and keeps it for the process: another directory
+  # (the next train_and_evaluate of a process, as in the tests) needs it opened again.
+  compilation_cache.reset_cache()
+
+
 class Progress:
   """Per-task training metrics averaged since the last report, steps/s, clips/s and the ETA."""
 
@@ -198,15 +221,24 @@ class Progress:
     self.window_start = time.monotonic()
     self.window_steps = 0
     self.window_clips = 0
-    # Sums stay on the device until the report, so a step never waits for the previous one.
-    self.sums, self.counts = {}, {}
+    # Each step's metrics stay on the device until the report, so a step never waits for the one
+    # before; they are averaged on the host there, where summing on the device would compile an
+    # addition whenever a window first repeats a task, long after warm-up.
+    self.metrics = {}
 
   def step_done(self, task_name: str, metrics, clips: int) -> None:
     self.window_steps += 1
     self.window_clips += clips
-    previous = self.sums.get(task_name)
-    self.sums[task_name] = metrics if previous is None else jax.tree.map(jnp.add, previous, metrics)
-    self.counts[task_name] = self.counts.get(task_name, 0) + 1
+    self.metrics.setdefault(task_name, []).append(metrics)
+
+  def _means(self, key: str | None = None) -> dict[str, dict[str, float]]:
+    """{task: {metric: mean over the window's steps}}, of `key` only if given."""
+    means = {}
+    for task, steps in self.metrics.items():
+      keys = [key] if key else steps[0].keys()
+      values = jax.device_get([[step[name] for name in keys] for step in steps])
+      means[task] = dict(zip(keys, np.mean(np.asarray(values, np.float64), axis=0).tolist()))
+    return means
 
   @contextlib.contextmanager
   def paused(self):
@@ -217,8 +249,8 @@ class Progress:
 
   def check_finite(self, step: int) -> None:
     """Raises FloatingPointError if a task's loss since the last report is not finite."""
-    for task, sums in self.sums.items():
-      loss = float(sums['loss']) / self.counts[task]
+    for task, means in self._means('loss').items():
+      loss = means['loss']
       if not math.isfinite(loss):
         raise FloatingPointError(f'task {task}: training loss is {loss} at step {step}; lower the '
                                  'learning rate or check the data')
@@ -229,14 +261,14 @@ class Progress:
     Stops the run on a non-finite loss, before a checkpoint could keep the broken state.
     """
     self.check_finite(step)
-    scalars = {f'train/{task}/{key}': float(value) / self.counts[task]
-               for task, sums in self.sums.items() for key, value in sums.items()}
+    scalars = {f'train/{task}/{key}': value
+               for task, means in self._means().items() for key, value in means.items()}
     elapsed = max(time.monotonic() - self.window_start, 1e-9)
     steps_per_sec = self.window_steps / elapsed
     clips_per_sec = self.window_clips / elapsed
     eta = int((self.total_steps - step) / max(steps_per_sec, 1e-9))
     eta_text = f'{eta // 86400}d ' * (eta >= 86400) + time.strftime('%H:%M:%S', time.gmtime(eta))
-    losses = ' '.join(f'{task}={scalars[f"train/{task}/loss"]:.3f}' for task in sorted(self.sums))
+    losses = ' '.join(f'{task}={scalars[f"train/{task}/loss"]:.3f}' for task in sorted(self.metrics))
     logging.info('step %d/%d | %.2f steps/s | %.1f clips/s | ETA %s | loss %s', step,
                  self.total_steps, steps_per_sec, clips_per_sec, eta_text, losses)
     self._reset()
