@@ -1,6 +1,5 @@
 """The co-finetuning study: equal data across schedules, the long-tailed split, the driver end to end."""
 import json
-import pathlib
 
 import numpy as np
 import pytest
