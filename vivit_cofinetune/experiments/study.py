@@ -25,7 +25,6 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 from absl import app
 from absl import flags
 from absl import logging
-import jax
 import ml_collections
 import numpy as np
 from PIL import Image
@@ -44,16 +43,6 @@ SCHEDULES = ('downstream', 'transfer', 'transfer_continued', 'cofinetune_1', 'co
 # (task, metric key in its eval_results.json, column title).
 METRICS = (('loc', 'mAP', 'loc mAP'), ('loc', 'mAP_head', 'head AP'), ('loc', 'mAP_mid', 'mid AP'),
            ('loc', 'mAP_tail', 'tail AP'), ('upstream_a', 'top1', 'upstream A top-1'))
-
-_SEEDS = flags.DEFINE_integer('seeds', 3, 'Seeds per schedule (0, 1, ...).')
-_OUTPUT = flags.DEFINE_string('output', None, 'Directory for the datasets, runs and results.')
-_SCHEDULES = flags.DEFINE_list('schedules', list(SCHEDULES), 'Schedules to run.')
-_STEPS = flags.DEFINE_integer('steps', None, "Steps of every schedule (default: the config's).")
-_PRETRAIN_STEPS = flags.DEFINE_integer('pretrain_steps', None,
-                                       "Pretraining steps (default: the config's).")
-_DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS data_dir (default: OUTPUT/tfds).')
-_TINY = flags.DEFINE_bool('tiny', False, 'The tests\' tiny datasets and model (a code-path check).')
-
 
 def study_config(schedule: str, *, seed: int = 0, init: str = '', data_dir: str,
                  **args) -> ml_collections.ConfigDict:
@@ -181,10 +170,6 @@ def main(argv):
   tf.config.set_visible_devices([], 'GPU')  # tf.data runs on the host, as in main.py.
   output = pathlib.Path(_OUTPUT.value).expanduser().resolve()
   output.mkdir(parents=True, exist_ok=True)
-  # The runs compile the same steps again and again (every eval step, and a seed's train steps in
-  # every schedule): on a small CPU machine compiling would otherwise take much of the study's time.
-  jax.config.update('jax_compilation_cache_dir', str(output / 'jax_cache'))
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
   unknown = set(_SCHEDULES.value) - set(SCHEDULES)
   if unknown:
     raise app.UsageError(f'--schedules: unknown {sorted(unknown)}; expected some of {SCHEDULES}')
@@ -197,5 +182,14 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  # Flags only when run as a program: tests import this module beside tools that define --output.
+  _SEEDS = flags.DEFINE_integer('seeds', 3, 'Seeds per schedule (0, 1, ...).')
+  _OUTPUT = flags.DEFINE_string('output', None, 'Directory for the datasets, runs and results.')
+  _SCHEDULES = flags.DEFINE_list('schedules', list(SCHEDULES), 'Schedules to run.')
+  _STEPS = flags.DEFINE_integer('steps', None, "Steps of every schedule (default: the config's).")
+  _PRETRAIN_STEPS = flags.DEFINE_integer('pretrain_steps', None,
+                                         "Pretraining steps (default: the config's).")
+  _DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS data_dir (default: OUTPUT/tfds).')
+  _TINY = flags.DEFINE_bool('tiny', False, 'The tests\' tiny datasets and model (a code-path check).')
   flags.mark_flag_as_required('output')
   app.run(main)
