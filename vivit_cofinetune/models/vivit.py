@@ -65,6 +65,11 @@ SIZES = {  # name: (hidden_size, num_layers, mlp_dim, num_heads)
     'L': (1024, 24, 4096, 16),
     'H': (1280, 32, 5120, 16),
 }
+# 'xla': plain XLA softmax attention (any backend). 'cudnn': cuDNN's fused flash attention (NVIDIA
+# GPUs, bfloat16, head dim a multiple of 8). 'splash': the Pallas splash (flash) attention kernel for
+# TPUs. The fused ones never build the [N, N] weights, which at ViViT-L's 3,137 tokens per clip are
+# most of the activation memory.
+ATTENTION_IMPLEMENTATIONS = ('xla', 'cudnn', 'splash')
 REMAT_POLICIES = {
     'full': None,  # save nothing: recompute the whole block in the backward pass
     'dots_saveable': jax.checkpoint_policies.dots_saveable,
@@ -106,8 +111,7 @@ def vivit_config(name: str, **overrides: Any) -> ml_collections.ConfigDict:
       stochastic_depth_schedule='linear',
       remat_policy='none',
       scan_layers=True,
-      # 'cudnn': the fused flash-attention kernel (NVIDIA GPUs, bfloat16, head dim a multiple of 8).
-      attention_implementation='xla',
+      attention_implementation='xla',  # one of ATTENTION_IMPLEMENTATIONS
       dtype='float32',
   )
   unknown = set(overrides) - set(config)
@@ -145,10 +149,49 @@ def sinusoidal_3d_embedding(grid: Sequence[int], channels: int) -> jnp.ndarray:
   return jnp.asarray(code.reshape(t, h, w, channels))
 
 
+# Splash attention's tile: sequences are padded to a whole number of these.
+SPLASH_BLOCK = 128
+
+
+def splash_attention(query, key, value, *, interpret: bool = False) -> jnp.ndarray:
+  """Softmax attention on [B, N, H, K] with the Pallas TPU splash (flash) attention kernel.
+
+  N is padded to whole SPLASH_BLOCK tiles; the padding is a second segment, so real tokens never
+  attend to it. `interpret` runs the kernel in the Pallas interpreter (any backend; tests only).
+  One kernel call per device: under a mesh that shards the batch, XLA gathers its inputs (a
+  shard_map over the batch axes would keep them sharded).
+  """
+  # pylint: disable-next=g-import-not-at-top (Pallas TPU pulls in Mosaic; only this option needs it)
+  from jax.experimental.pallas.ops.tpu import splash_attention as splash
+  b, n, heads, k = query.shape
+  padded = -(-n // SPLASH_BLOCK) * SPLASH_BLOCK
+  blocks = splash.BlockSizes(**{field: SPLASH_BLOCK for field in (
+      'block_q', 'block_kv', 'block_kv_compute', 'block_q_dkv', 'block_kv_dkv',
+      'block_kv_dkv_compute', 'block_q_dq', 'block_kv_dq')})
+  kernel = splash.make_splash_mha_single_device(
+      splash.MultiHeadMask([splash.FullMask((padded, padded))] * heads), block_sizes=blocks,
+      interpret=interpret)
+  segment = (jnp.arange(padded) >= n).astype(jnp.int32)
+
+  def heads_first(x):  # [B, N, H, K] -> [B, H, padded, K]
+    return jnp.pad(x, ((0, 0), (0, padded - n), (0, 0), (0, 0))).transpose(0, 2, 1, 3)
+
+  # The kernel does not scale the logits.
+  query = query / np.sqrt(k).astype(query.dtype)
+  out = jax.vmap(kernel, in_axes=(0, 0, 0, None))(
+      heads_first(query), heads_first(key), heads_first(value), splash.SegmentIds(segment, segment))
+  return out.transpose(0, 2, 1, 3)[:, :n]
+
+
 def _attend(query, key, value, dropout_rate: float, deterministic: bool, implementation: str,
             module: nn.Module):
   """Softmax attention on [B, N, H, K] -> [B, N, H, K]; fused kernel unless attention dropout is on."""
   if deterministic or dropout_rate == 0.0:
+    if implementation == 'splash':
+      if jax.default_backend() != 'tpu':
+        raise ValueError(f"ViViT attention_implementation='splash' needs a TPU; this backend is "
+                         f"{jax.default_backend()!r} (use 'xla', or 'cudnn' on NVIDIA GPUs)")
+      return splash_attention(query, key, value)
     return jax.nn.dot_product_attention(query, key, value, implementation=implementation)
   logits = jnp.einsum('bqhk,bvhk->bhqv', query, key) / np.sqrt(query.shape[-1]).astype(query.dtype)
   weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
@@ -409,7 +452,7 @@ class ViViT(nn.Module):
     choices = dict(variant=VARIANTS, classifier=('token', 'mean'),
                    position_embedding=('learned', 'sinusoidal_3d', 'none'),
                    patch_embedding=('tubelet', 'frame_2d'), dtype=('float32', 'bfloat16'),
-                   attention_implementation=('xla', 'cudnn'))
+                   attention_implementation=ATTENTION_IMPLEMENTATIONS)
     for field, allowed in choices.items():
       if getattr(self, field) not in allowed:
         raise ValueError(f'ViViT {field}: expected one of {allowed}, got {getattr(self, field)!r}')
