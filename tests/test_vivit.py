@@ -401,6 +401,17 @@ def test_flops_match_xla_cost_analysis(variant):
   assert vivit.flops_per_clip(config, shape) == pytest.approx(analysis['flops'], rel=0.03)
 
 
+@pytest.mark.parametrize('kernel_size', [(2, 4, 4), (4, 4)])
+def test_patch_embedding_is_the_strided_conv(kernel_size):
+  # Same params and outputs as the nn.Conv it replaces (trailing pixels dropped, as by 'VALID').
+  video = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 9, 13, 3))
+  embedding = vivit.PatchEmbedding(8, kernel_size, jnp.float32)
+  params = vivit.plain_params(embedding.init(jax.random.PRNGKey(1), video)['params'])
+  conv = nn.Conv(8, kernel_size, strides=kernel_size, padding='VALID')
+  np.testing.assert_allclose(embedding.apply({'params': params}, video),
+                             conv.apply({'params': params}, video), atol=1e-5)
+
+
 # ---- Fused attention kernels -----------------------------------------------------------------------
 
 def _has_gpu() -> bool:

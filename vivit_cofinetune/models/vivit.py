@@ -424,6 +424,35 @@ class Encoder(nn.Module):
     return _layer_norm('encoder_norm', jnp.float32)(x)
 
 
+class PatchEmbedding(nn.Module):
+  """[B, T, H, W, C] -> [B, t, h, w, D]: a convolution whose stride is its kernel, as one matmul.
+
+  The params are nn.Conv's (kernel [*kernel_size, C, D], lecun-normal, and bias [D]); a kernel of
+  rank 2 ('frame_2d') applies to every frame. Computed on the patches rather than by
+  nn.Conv because XLA's CPU backend has no fast 3D convolution: there the conv and its kernel
+  gradient took ~1.4x the time of this matmul (docs/benchmarks.md); on TPUs and GPUs it is the same
+  dot either way.
+  """
+  features: int
+  kernel_size: tuple[int, ...]
+  dtype: Any
+
+  @nn.compact
+  def __call__(self, video: jnp.ndarray) -> jnp.ndarray:
+    b, _, _, _, c = video.shape
+    kernel = self.param('kernel', _param_init(nn.initializers.lecun_normal(),
+                                              *([None] * len(self.kernel_size)), None, 'embed'),
+                        (*self.kernel_size, c, self.features), jnp.float32)
+    bias = self.param('bias', _param_init(nn.initializers.zeros, 'embed'), (self.features,),
+                      jnp.float32)
+    pt, ph, pw = (1,) * (3 - len(self.kernel_size)) + self.kernel_size
+    t, h, w = (size // patch for size, patch in zip(video.shape[1:4], (pt, ph, pw)))
+    patches = video[:, :t * pt, :h * ph, :w * pw].reshape(b, t, pt, h, ph, w, pw, c)
+    patches = patches.transpose(0, 1, 3, 5, 2, 4, 6, 7).reshape(b, t, h, w, pt * ph * pw * c)
+    patches, kernel, bias = nn.dtypes.promote_dtype(patches, kernel, bias, dtype=self.dtype)
+    return patches @ kernel.reshape(-1, self.features) + bias
+
+
 class ViViT(nn.Module):
   """Video transformer: video [B, T, H, W, 3] -> (tokens [B, t, h, w, D], pooled [B, D] or None).
 
@@ -465,16 +494,10 @@ class ViViT(nn.Module):
 
   def _embed(self, video: jnp.ndarray, dtype) -> jnp.ndarray:
     """Patch tokens [B, t, h, w, D] (trailing pixels that do not fill a patch are dropped)."""
-    pt, ph, pw = self.patch_size
     if any(size < patch for size, patch in zip(video.shape[1:4], self.patch_size)):
       raise ValueError(f'ViViT: video {video.shape} is smaller than one patch {tuple(self.patch_size)}')
-    kernel = (pt, ph, pw) if self.patch_embedding == 'tubelet' else (ph, pw)
-    conv = nn.Conv(self.hidden_size, kernel, strides=kernel, padding='VALID', dtype=dtype,
-                   name='embedding',
-                   kernel_init=_param_init(nn.initializers.lecun_normal(),
-                                           *([None] * (len(kernel) + 1)), 'embed'),
-                   bias_init=_param_init(nn.initializers.zeros, 'embed'))
-    return conv(video.astype(dtype))  # nn.Conv treats leading dims beyond the kernel rank as batch
+    kernel = tuple(self.patch_size) if self.patch_embedding == 'tubelet' else tuple(self.patch_size[1:])
+    return PatchEmbedding(self.hidden_size, kernel, dtype, name='embedding')(video)
 
   @nn.compact
   def __call__(self, video: jnp.ndarray, *, train: bool):
