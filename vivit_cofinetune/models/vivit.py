@@ -290,6 +290,11 @@ class SelfAttention(nn.Module):
                          dtype=self.dtype, name='out')(out)
 
 
+# Recomputed in the backward pass from its input: saving tanh-GELU's intermediates keeps three more
+# [B, N, mlp_dim] buffers per layer, which scanned layers also stack and copy (docs/benchmarks.md).
+_gelu = jax.checkpoint(nn.gelu)
+
+
 class Mlp(nn.Module):
   """Transformer MLP: Dense(M) -> GELU -> dropout -> Dense(D) -> dropout."""
   mlp_dim: int
@@ -303,7 +308,7 @@ class Mlp(nn.Module):
     y = dense(self.mlp_dim, name='hidden',
               kernel_init=_param_init(nn.initializers.xavier_uniform(), 'embed', 'mlp'),
               bias_init=_param_init(nn.initializers.normal(stddev=1e-6), 'mlp'))(x)
-    y = nn.with_logical_constraint(nn.gelu(y), HIDDEN)
+    y = nn.with_logical_constraint(_gelu(y), HIDDEN)
     y = nn.Dropout(self.dropout_rate)(y, self.deterministic)
     y = dense(x.shape[-1], name='output',
               kernel_init=_param_init(nn.initializers.xavier_uniform(), 'mlp', 'embed'),
