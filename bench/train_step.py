@@ -4,6 +4,15 @@
       [--batch_size=B] [--json]
   python bench/train_step.py --config=configs/ava_kinetics_cofinetune.py:size=B --task=ava \
       --batch_size=1 --steps=2
+  python bench/train_step.py --model=B/16x2 --variant=spatio_temporal --frames=8 --resolution=112 \
+      --batch_size=4 --dtype=float32 --optimizer=sgd --remat=none --scan=True \
+      --task=classification --steps=5 --json
+
+Without --config, the model flags build a one-task config: that ViViT, the paper's Kinetics-700
+(classification) or AVA (localisation) task at the flags' clip size and its trainer settings (SGD
+with momentum, gradient clipping at 1). The step is compiled ahead of time; the JSON gives its
+memory analysis (compiled_temp_bytes: activations, gradients and workspace; argument and output
+bytes), per device.
 
 Builds the backbone, heads, optimizer, sharded state and jitted step with the trainer's own functions
 (train.make_train_step, state.abstract_state / initial_state) and feeds one random batch of the
@@ -33,31 +42,36 @@ import numpy as np
 
 from vivit_cofinetune import config_lib
 from vivit_cofinetune import optim
+from vivit_cofinetune import paper_config
 from vivit_cofinetune import sharding
 from vivit_cofinetune import state as state_lib
 from vivit_cofinetune import tasks as tasks_lib
 from vivit_cofinetune import train
 from vivit_cofinetune.models import vivit
+from vivit_cofinetune.tasks import base as tasks_base
 
 # XLA reports every backend compilation under this event; counting them shows recompiles.
 _COMPILE_EVENT = '/jax/core/compile/backend_compile_duration'
 
 
-def synthetic_batch(task_config: ml_collections.ConfigDict, batch_size: int,
+def synthetic_batch(task: tasks_base.Task, batch_size: int,
                     rng: np.random.Generator) -> dict[str, np.ndarray]:
-  """A random training batch with the keys, shapes and dtypes the pipeline gives this task's kind."""
-  clip_shape = state_lib.input_shape(task_config)
-  batch = {'video': rng.standard_normal((batch_size, *clip_shape), dtype=np.float32),
-           'mask': np.ones(batch_size, bool)}
-  if task_config.kind == 'classification':
-    batch['label'] = rng.integers(0, task_config.num_classes, batch_size, dtype=np.int32)
-    return batch
-  boxes = task_config.max_boxes
-  corner = rng.uniform(0.0, 0.5, (batch_size, boxes, 2))
-  size = rng.uniform(0.2, 0.5, (batch_size, boxes, 2))
-  batch['boxes'] = np.concatenate([corner, corner + size], axis=-1).astype(np.float32)
-  batch['box_mask'] = np.ones((batch_size, boxes), bool)
-  batch['labels'] = (rng.random((batch_size, boxes, task_config.num_classes)) < 0.1).astype(np.float32)
+  """A random batch of the task's own training shapes and dtypes (`Task.train_batch_shapes`).
+
+  Only shapes and dtypes matter to the step's time: pixels and floats (boxes, multi-hot labels) are
+  uniform, integer labels below num_classes, masks all true.
+  """
+  batch = {}
+  for key, spec in task.train_batch_shapes(batch_size).items():
+    dtype = np.dtype(spec.dtype)
+    if dtype == np.bool_:
+      batch[key] = np.ones(spec.shape, bool)
+    elif dtype == np.uint8:
+      batch[key] = rng.integers(0, 256, spec.shape, dtype=np.uint8)
+    elif np.issubdtype(dtype, np.integer):
+      batch[key] = rng.integers(0, task.num_classes, spec.shape).astype(dtype)
+    else:
+      batch[key] = rng.uniform(0.0, 1.0, spec.shape).astype(dtype)
   return batch
 
 
@@ -107,7 +121,7 @@ def run(config: ml_collections.ConfigDict, task_name: str, steps: int) -> dict:
 
   task_config = config.tasks[task_name]
   batch_size = task_config.batch_size
-  host_batch = synthetic_batch(task_config, batch_size, np.random.default_rng(0))
+  host_batch = synthetic_batch(tasks[task_name], batch_size, np.random.default_rng(0))
   put_times = []
   for _ in range(3):
     start = time.perf_counter()
@@ -123,11 +137,13 @@ def run(config: ml_collections.ConfigDict, task_name: str, steps: int) -> dict:
   compiles = []
   jax.monitoring.register_event_duration_secs_listener(
       lambda event, duration, **_: compiles.append(duration) if event == _COMPILE_EVENT else None)
+  # Compiled ahead of time, so its memory analysis is that of the very program timed below.
   start = time.perf_counter()
-  state, metrics = train_step(state, batch, learning_rate)
-  jax.block_until_ready((state, metrics))
-  first_call = time.perf_counter() - start
+  train_step = train_step.lower(state, batch, learning_rate).compile()
+  compile_s = time.perf_counter() - start
   compiles_first_call = len(compiles)
+  memory = train_step.memory_analysis()
+  state, metrics = jax.block_until_ready(train_step(state, batch, learning_rate))
 
   step_times, dispatch_times, paired_matmul_times = [], [], []
   cpu_start, wall_start = time.process_time(), time.perf_counter()
@@ -140,7 +156,6 @@ def run(config: ml_collections.ConfigDict, task_name: str, steps: int) -> dict:
     dispatch_times.append(dispatched - start)
     # Right after the step and for about as long (up to 2 s), so both see about the same load.
     paired_matmul_times.append(_matmul_window(time_matmul, min(step_times[-1], 2.0)))
-  compiles_while_timing = len(compiles) - compiles_first_call
   # Below 1 on a CPU backend when other processes took some of the cores.
   cpu_share = (time.process_time() - cpu_start) / (time.perf_counter() - wall_start) / os.cpu_count()
   matmul_times += [time_matmul() for _ in range(5)]
@@ -158,10 +173,9 @@ def run(config: ml_collections.ConfigDict, task_name: str, steps: int) -> dict:
       'clip_shape': list(clip_shape), 'model_dtype': model_dtype, 'steps': steps,
       'backbone_params': vivit.count_params(config.model, clip_shape[:3]),
       'total_params': sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(state.params)),
-      'compile_s': first_call - step_time,
+      'compile_s': compile_s,
       'compiles_first_call': compiles_first_call,
       'backend_compile_s': sum(compiles[:compiles_first_call]),
-      'compiles_while_timing': compiles_while_timing,
       'step_s_median': step_time, 'step_s_min': min(step_times), 'step_s_max': max(step_times),
       'dispatch_s_median': statistics.median(dispatch_times),
       'put_batch_s_median': statistics.median(put_times),
@@ -178,6 +192,10 @@ def run(config: ml_collections.ConfigDict, task_name: str, steps: int) -> dict:
       'mfu_paired': statistics.median(
           step_flops / step / (matmul_flops / matmul)
           for step, matmul in zip(step_times, paired_matmul_times)),
+      # Per device, as XLA's buffer assignment planned them for this step.
+      'compiled_temp_bytes': int(memory.temp_size_in_bytes),
+      'compiled_argument_bytes': int(memory.argument_size_in_bytes),
+      'compiled_output_bytes': int(memory.output_size_in_bytes),
       'memory_measure': memory_kind, 'peak_memory_bytes': memory_bytes,
       'loss': float(metrics['loss']) if 'loss' in metrics else None,
       'device': f'{jax.device_count()} x {jax.devices()[0].device_kind} ({jax.default_backend()})',
@@ -192,9 +210,8 @@ def _table(result: dict) -> str:
       ('task', f'{result["task"]} ({result["kind"]}), batch {result["batch_size"]} x '
                f'{result["clip_shape"]}, {result["model_dtype"]}'),
       ('params', f'{result["backbone_params"]:,} backbone, {result["total_params"]:,} with heads'),
-      ('compile', f'{result["compile_s"]:.2f} s first call less a step, of which XLA '
-                  f'{result["backend_compile_s"]:.2f} s ({result["compiles_first_call"]} compiles; '
-                  f'{result["compiles_while_timing"]} while timing)'),
+      ('compile', f'{result["compile_s"]:.2f} s lowering and compiling, of which XLA '
+                  f'{result["backend_compile_s"]:.2f} s ({result["compiles_first_call"]} compiles)'),
       ('step', f'{result["step_s_median"] * 1e3:.1f} ms median of {result["steps"]} '
                f'(min {result["step_s_min"] * 1e3:.1f}, max {result["step_s_max"] * 1e3:.1f}); '
                f'dispatch {result["dispatch_s_median"] * 1e3:.2f} ms'),
@@ -208,7 +225,10 @@ def _table(result: dict) -> str:
                       f'{2 * result["matmul_size"]**3 / result["matmul_s_median"] / 1e9:.2f} G)'),
       ('MFU', f'{result["mfu"]:.1%} median step, {result["mfu_best"]:.1%} fastest step, '
               f'{result["mfu_paired"]:.1%} paired with the matmul after each step'),
-      ('memory', f'{result["peak_memory_bytes"] / 2**20:.0f} MiB ({result["memory_measure"]})'),
+      ('memory', f'{result["peak_memory_bytes"] / 2**20:.0f} MiB ({result["memory_measure"]}); '
+                 f'compiled: {result["compiled_temp_bytes"] / 2**20:.0f} MiB temporaries, '
+                 f'{result["compiled_argument_bytes"] / 2**20:.0f} MiB arguments, '
+                 f'{result["compiled_output_bytes"] / 2**20:.0f} MiB outputs'),
       ('device', result['device']),
       ('host', f'{result["host"]}; this process used {result["host_cpu_share_while_timing"]:.0%} '
                f'of the CPUs while timing'),
@@ -216,15 +236,64 @@ def _table(result: dict) -> str:
   return '\n'.join(f'{name:<14}{value}' for name, value in rows)
 
 
+# --remat shorthands for the model's remat_policy values.
+_REMAT = {'none': 'none', 'dots': 'dots_with_no_batch_dims_saveable', 'full': 'full'}
+
+
+def flag_config(args: argparse.Namespace) -> ml_collections.ConfigDict:
+  """A one-task config from the model flags: the paper's task of kind --task (AVA or Kinetics-700
+  head and loss) and trainer settings (SGD with momentum, clipping), resized to the flags' clips."""
+  config = ml_collections.ConfigDict(dict(seed=0))
+  config.model = vivit.vivit_config(
+      args.model, variant=args.variant, dtype=args.dtype, remat_policy=_REMAT[args.remat],
+      scan_layers=args.scan, attention_implementation=args.attention)
+  if args.task == 'localisation':
+    task = paper_config.ava_task(transfer_steps=0)
+  else:
+    task = paper_config.classification_task('kinetics700', transfer_steps=0)
+    task.head.pooling = config.model.classifier  # 'token' (CLS) or 'mean' (variants without one)
+  task.input.num_frames, task.input.crop_size = args.frames, args.resolution
+  task.batch_size = args.batch_size
+  config.tasks = {args.task: task}
+  paper_config.trainer_settings(config)
+  config.optimizer.name = args.optimizer
+  return config
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--config', default='configs/demo_cofinetune.py', help='path/to/config.py[:args]')
-  parser.add_argument('--task', default=None, help='task of config.tasks (default: the first)')
+  parser.add_argument('--config', default=None,
+                      help='path/to/config.py[:args] (default: configs/demo_cofinetune.py, or the '
+                           'model flags when --model is given)')
+  parser.add_argument('--task', default=None,
+                      help='task of config.tasks (default: the first); with --model: '
+                           'classification or localisation')
   parser.add_argument('--steps', type=int, default=20, help='timed steps after the compiling one')
   parser.add_argument('--batch_size', type=int, default=None, help="overrides the task's batch_size")
   parser.add_argument('--json', action='store_true', help='print one JSON object instead of a table')
+  model = parser.add_argument_group('model flags (instead of --config)')
+  model.add_argument('--model', default=None, help="vivit_config name, e.g. 'B/16x2'")
+  model.add_argument('--variant', default='spatio_temporal', choices=vivit.VARIANTS)
+  model.add_argument('--frames', type=int, default=8)
+  model.add_argument('--resolution', type=int, default=112)
+  model.add_argument('--dtype', default='float32', choices=('float32', 'bfloat16'))
+  model.add_argument('--optimizer', default='sgd', choices=('sgd', 'adamw'))
+  model.add_argument('--remat', default='none', choices=tuple(_REMAT))
+  model.add_argument('--scan', type=lambda v: v.lower() in ('true', '1'), default=True,
+                     help='True|False: scan the layers (compile time flat in depth)')
+  model.add_argument('--attention', default='xla', choices=vivit.ATTENTION_IMPLEMENTATIONS)
   args = parser.parse_args()
-  config = config_lib.load_config_file(args.config)
+  if args.model and args.config:
+    parser.error('--model builds its own config: give --config or --model, not both')
+  if args.model:
+    args.task = args.task or 'classification'
+    if args.task not in ('classification', 'localisation'):
+      parser.error(f'--task={args.task!r}: with --model, expected classification or localisation')
+    args.batch_size = args.batch_size or 4
+    config = flag_config(args)
+  else:
+    args.config = args.config or 'configs/demo_cofinetune.py'
+    config = config_lib.load_config_file(args.config)
   # Step time does not depend on the weights: random ones keep the bench off converted checkpoints
   # (the paper configs start from one by default).
   if 'init_from' in config:
@@ -237,7 +306,10 @@ def main():
   if config.tasks[task_name].batch_size % jax.device_count():
     parser.error(f'batch size {config.tasks[task_name].batch_size} must be a multiple of the '
                  f'device count ({jax.device_count()})')
-  result = dict(run(config, task_name, args.steps), config=args.config)
+  source = dict(config=args.config) if args.config else dict(
+      model=args.model, variant=args.variant, remat=args.remat, scan=args.scan,
+      optimizer=args.optimizer, attention=args.attention)
+  result = dict(run(config, task_name, args.steps), **source)
   print(json.dumps(result) if args.json else _table(result))
 
 

@@ -399,3 +399,63 @@ def test_flops_match_xla_cost_analysis(variant):
   analysis = compiled.cost_analysis()
   analysis = analysis[0] if isinstance(analysis, list) else analysis
   assert vivit.flops_per_clip(config, shape) == pytest.approx(analysis['flops'], rel=0.03)
+
+
+@pytest.mark.parametrize('kernel_size', [(2, 4, 4), (4, 4)])
+def test_patch_embedding_is_the_strided_conv(kernel_size):
+  # Same params and outputs as the nn.Conv it replaces (trailing pixels dropped, as by 'VALID').
+  video = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 9, 13, 3))
+  embedding = vivit.PatchEmbedding(8, kernel_size, jnp.float32)
+  params = vivit.plain_params(embedding.init(jax.random.PRNGKey(1), video)['params'])
+  conv = nn.Conv(8, kernel_size, strides=kernel_size, padding='VALID')
+  np.testing.assert_allclose(embedding.apply({'params': params}, video),
+                             conv.apply({'params': params}, video), atol=1e-5)
+
+
+# ---- Fused attention kernels -----------------------------------------------------------------------
+
+def _has_gpu() -> bool:
+  return any(device.platform == 'gpu' for device in jax.devices())
+
+
+_NEEDS_GPU = pytest.mark.skipif(not _has_gpu(), reason="'cudnn' attention needs an NVIDIA GPU; "
+                                f'this run has {jax.default_backend()!r} devices only')
+_NEEDS_TPU = pytest.mark.skipif(jax.default_backend() != 'tpu', reason="'splash' attention needs a "
+                                f'TPU; this run has {jax.default_backend()!r} devices only')
+
+
+def test_splash_kernel_matches_xla_in_the_pallas_interpreter():
+  # The TPU kernel's maths (padding to whole tiles, the padding segment, logit scale) on any backend;
+  # 130 tokens: one real tile and one nearly all padding.
+  query, key, value = (jax.random.normal(jax.random.PRNGKey(seed), (1, 130, 2, 16))
+                       for seed in range(3))
+  expected = jax.nn.dot_product_attention(query, key, value, implementation='xla')
+  np.testing.assert_allclose(vivit.splash_attention(query, key, value, interpret=True), expected,
+                             atol=2e-5)
+
+
+def test_splash_off_tpu_says_why():
+  if jax.default_backend() == 'tpu':
+    pytest.skip('this backend is a TPU: splash attention runs')
+  model = vivit.ViViT(**_config(attention_implementation='splash'))
+  with pytest.raises(ValueError, match='needs a TPU'):
+    _init(model, _video())
+
+
+@pytest.mark.parametrize('implementation', [
+    pytest.param('cudnn', marks=_NEEDS_GPU), pytest.param('splash', marks=_NEEDS_TPU)])
+def test_fused_attention_matches_xla(implementation):
+  # bfloat16 as the kernels run in training; head dim 16 (cuDNN wants a multiple of 8).
+  config = _config(hidden_size=64, num_heads=4, mlp_dim=64, dtype='bfloat16')
+  video = _video()
+  xla = vivit.ViViT(**config)
+  variables = _init(xla, video)
+  fused = vivit.ViViT(**dict(config, attention_implementation=implementation))
+  loss = lambda model: lambda params: _apply(model, {'params': params}, video)[0].sum()
+  np.testing.assert_allclose(_apply(fused, variables, video)[0], _apply(xla, variables, video)[0],
+                             atol=5e-2, rtol=5e-2)
+  fused_grads, xla_grads = (jax.grad(loss(model))(variables['params']) for model in (fused, xla))
+  # Gradients compared on each leaf's own scale: bfloat16 sums over different orders differ.
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(
+      np.float32(a), np.float32(b), atol=5e-2 * float(np.abs(np.float32(b)).max()) + 1e-6),
+      fused_grads, xla_grads)

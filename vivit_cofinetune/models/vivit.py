@@ -65,6 +65,11 @@ SIZES = {  # name: (hidden_size, num_layers, mlp_dim, num_heads)
     'L': (1024, 24, 4096, 16),
     'H': (1280, 32, 5120, 16),
 }
+# 'xla': plain XLA softmax attention (any backend). 'cudnn': cuDNN's fused flash attention (NVIDIA
+# GPUs, bfloat16, head dim a multiple of 8). 'splash': the Pallas splash (flash) attention kernel for
+# TPUs. The fused ones never build the [N, N] weights, which at ViViT-L's 3,137 tokens per clip are
+# most of the activation memory.
+ATTENTION_IMPLEMENTATIONS = ('xla', 'cudnn', 'splash')
 REMAT_POLICIES = {
     'full': None,  # save nothing: recompute the whole block in the backward pass
     'dots_saveable': jax.checkpoint_policies.dots_saveable,
@@ -106,8 +111,7 @@ def vivit_config(name: str, **overrides: Any) -> ml_collections.ConfigDict:
       stochastic_depth_schedule='linear',
       remat_policy='none',
       scan_layers=True,
-      # 'cudnn': the fused flash-attention kernel (NVIDIA GPUs, bfloat16, head dim a multiple of 8).
-      attention_implementation='xla',
+      attention_implementation='xla',  # one of ATTENTION_IMPLEMENTATIONS
       dtype='float32',
   )
   unknown = set(overrides) - set(config)
@@ -145,10 +149,49 @@ def sinusoidal_3d_embedding(grid: Sequence[int], channels: int) -> jnp.ndarray:
   return jnp.asarray(code.reshape(t, h, w, channels))
 
 
+# Splash attention's tile: sequences are padded to a whole number of these.
+SPLASH_BLOCK = 128
+
+
+def splash_attention(query, key, value, *, interpret: bool = False) -> jnp.ndarray:
+  """Softmax attention on [B, N, H, K] with the Pallas TPU splash (flash) attention kernel.
+
+  N is padded to whole SPLASH_BLOCK tiles; the padding is a second segment, so real tokens never
+  attend to it. `interpret` runs the kernel in the Pallas interpreter (any backend; tests only).
+  One kernel call per device: under a mesh that shards the batch, XLA gathers its inputs (a
+  shard_map over the batch axes would keep them sharded).
+  """
+  # pylint: disable-next=g-import-not-at-top (Pallas TPU pulls in Mosaic; only this option needs it)
+  from jax.experimental.pallas.ops.tpu import splash_attention as splash
+  b, n, heads, k = query.shape
+  padded = -(-n // SPLASH_BLOCK) * SPLASH_BLOCK
+  blocks = splash.BlockSizes(**{field: SPLASH_BLOCK for field in (
+      'block_q', 'block_kv', 'block_kv_compute', 'block_q_dkv', 'block_kv_dkv',
+      'block_kv_dkv_compute', 'block_q_dq', 'block_kv_dq')})
+  kernel = splash.make_splash_mha_single_device(
+      splash.MultiHeadMask([splash.FullMask((padded, padded))] * heads), block_sizes=blocks,
+      interpret=interpret)
+  segment = (jnp.arange(padded) >= n).astype(jnp.int32)
+
+  def heads_first(x):  # [B, N, H, K] -> [B, H, padded, K]
+    return jnp.pad(x, ((0, 0), (0, padded - n), (0, 0), (0, 0))).transpose(0, 2, 1, 3)
+
+  # The kernel does not scale the logits.
+  query = query / np.sqrt(k).astype(query.dtype)
+  out = jax.vmap(kernel, in_axes=(0, 0, 0, None))(
+      heads_first(query), heads_first(key), heads_first(value), splash.SegmentIds(segment, segment))
+  return out.transpose(0, 2, 1, 3)[:, :n]
+
+
 def _attend(query, key, value, dropout_rate: float, deterministic: bool, implementation: str,
             module: nn.Module):
   """Softmax attention on [B, N, H, K] -> [B, N, H, K]; fused kernel unless attention dropout is on."""
   if deterministic or dropout_rate == 0.0:
+    if implementation == 'splash':
+      if jax.default_backend() != 'tpu':
+        raise ValueError(f"ViViT attention_implementation='splash' needs a TPU; this backend is "
+                         f"{jax.default_backend()!r} (use 'xla', or 'cudnn' on NVIDIA GPUs)")
+      return splash_attention(query, key, value)
     return jax.nn.dot_product_attention(query, key, value, implementation=implementation)
   logits = jnp.einsum('bqhk,bvhk->bhqv', query, key) / np.sqrt(query.shape[-1]).astype(query.dtype)
   weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
@@ -247,6 +290,11 @@ class SelfAttention(nn.Module):
                          dtype=self.dtype, name='out')(out)
 
 
+# Recomputed in the backward pass from its input: saving tanh-GELU's intermediates keeps three more
+# [B, N, mlp_dim] buffers per layer, which scanned layers also stack and copy (docs/benchmarks.md).
+_gelu = jax.checkpoint(nn.gelu)
+
+
 class Mlp(nn.Module):
   """Transformer MLP: Dense(M) -> GELU -> dropout -> Dense(D) -> dropout."""
   mlp_dim: int
@@ -260,7 +308,7 @@ class Mlp(nn.Module):
     y = dense(self.mlp_dim, name='hidden',
               kernel_init=_param_init(nn.initializers.xavier_uniform(), 'embed', 'mlp'),
               bias_init=_param_init(nn.initializers.normal(stddev=1e-6), 'mlp'))(x)
-    y = nn.with_logical_constraint(nn.gelu(y), HIDDEN)
+    y = nn.with_logical_constraint(_gelu(y), HIDDEN)
     y = nn.Dropout(self.dropout_rate)(y, self.deterministic)
     y = dense(x.shape[-1], name='output',
               kernel_init=_param_init(nn.initializers.xavier_uniform(), 'mlp', 'embed'),
@@ -381,6 +429,35 @@ class Encoder(nn.Module):
     return _layer_norm('encoder_norm', jnp.float32)(x)
 
 
+class PatchEmbedding(nn.Module):
+  """[B, T, H, W, C] -> [B, t, h, w, D]: a convolution whose stride is its kernel, as one matmul.
+
+  The params are nn.Conv's (kernel [*kernel_size, C, D], lecun-normal, and bias [D]); a kernel of
+  rank 2 ('frame_2d') applies to every frame. Computed on the patches rather than by
+  nn.Conv because XLA's CPU backend has no fast 3D convolution: there the conv and its kernel
+  gradient took ~1.4x the time of this matmul (docs/benchmarks.md); on TPUs and GPUs it is the same
+  dot either way.
+  """
+  features: int
+  kernel_size: tuple[int, ...]
+  dtype: Any
+
+  @nn.compact
+  def __call__(self, video: jnp.ndarray) -> jnp.ndarray:
+    b, _, _, _, c = video.shape
+    kernel = self.param('kernel', _param_init(nn.initializers.lecun_normal(),
+                                              *([None] * len(self.kernel_size)), None, 'embed'),
+                        (*self.kernel_size, c, self.features), jnp.float32)
+    bias = self.param('bias', _param_init(nn.initializers.zeros, 'embed'), (self.features,),
+                      jnp.float32)
+    pt, ph, pw = (1,) * (3 - len(self.kernel_size)) + self.kernel_size
+    t, h, w = (size // patch for size, patch in zip(video.shape[1:4], (pt, ph, pw)))
+    patches = video[:, :t * pt, :h * ph, :w * pw].reshape(b, t, pt, h, ph, w, pw, c)
+    patches = patches.transpose(0, 1, 3, 5, 2, 4, 6, 7).reshape(b, t, h, w, pt * ph * pw * c)
+    patches, kernel, bias = nn.dtypes.promote_dtype(patches, kernel, bias, dtype=self.dtype)
+    return patches @ kernel.reshape(-1, self.features) + bias
+
+
 class ViViT(nn.Module):
   """Video transformer: video [B, T, H, W, 3] -> (tokens [B, t, h, w, D], pooled [B, D] or None).
 
@@ -409,7 +486,7 @@ class ViViT(nn.Module):
     choices = dict(variant=VARIANTS, classifier=('token', 'mean'),
                    position_embedding=('learned', 'sinusoidal_3d', 'none'),
                    patch_embedding=('tubelet', 'frame_2d'), dtype=('float32', 'bfloat16'),
-                   attention_implementation=('xla', 'cudnn'))
+                   attention_implementation=ATTENTION_IMPLEMENTATIONS)
     for field, allowed in choices.items():
       if getattr(self, field) not in allowed:
         raise ValueError(f'ViViT {field}: expected one of {allowed}, got {getattr(self, field)!r}')
@@ -422,16 +499,10 @@ class ViViT(nn.Module):
 
   def _embed(self, video: jnp.ndarray, dtype) -> jnp.ndarray:
     """Patch tokens [B, t, h, w, D] (trailing pixels that do not fill a patch are dropped)."""
-    pt, ph, pw = self.patch_size
     if any(size < patch for size, patch in zip(video.shape[1:4], self.patch_size)):
       raise ValueError(f'ViViT: video {video.shape} is smaller than one patch {tuple(self.patch_size)}')
-    kernel = (pt, ph, pw) if self.patch_embedding == 'tubelet' else (ph, pw)
-    conv = nn.Conv(self.hidden_size, kernel, strides=kernel, padding='VALID', dtype=dtype,
-                   name='embedding',
-                   kernel_init=_param_init(nn.initializers.lecun_normal(),
-                                           *([None] * (len(kernel) + 1)), 'embed'),
-                   bias_init=_param_init(nn.initializers.zeros, 'embed'))
-    return conv(video.astype(dtype))  # nn.Conv treats leading dims beyond the kernel rank as batch
+    kernel = tuple(self.patch_size) if self.patch_embedding == 'tubelet' else tuple(self.patch_size[1:])
+    return PatchEmbedding(self.hidden_size, kernel, dtype, name='embedding')(video)
 
   @nn.compact
   def __call__(self, video: jnp.ndarray, *, train: bool):
