@@ -18,9 +18,10 @@ Variants (`:a=1,b=2`):
   size=B|L             the backbone (B: ViT-B_16.npz; converted to vit_i21k_B16_to_vivit_32x224).
   transfer=True        the transfer-learning baseline: Kinetics, then AVA, same steps per task.
   then_finetune=True   co-finetunes, then finetunes on AVA alone for finetune_steps (10,000).
-  sampling=steps|size|uniform   which task each step trains (data/mixture.py): each dataset's steps of
-                       the transfer schedule (default, the paper's), proportional to training-set size,
-                       or equal steps. Mixed batches (all tasks every step) are not implemented.
+  sampling=steps|size|uniform|mixed   which task each step trains (data/mixture.py): each dataset's
+                       steps of the transfer schedule (default, the paper's), proportional to
+                       training-set size, or equal steps; 'mixed' trains every task at every step
+                       (mixed batches, losses summed) for the steps per task.
   local=True           tiny model, 8x64x64 clips, batch 2, 10 steps per task, no init: a CPU run on
                        the same datasets (tests/test_paper_config.py prepares them from fake releases).
   synthetic=True       like local, on the built-in synthetic datasets: runs with no data at all.

@@ -19,8 +19,8 @@ def test_schedule_is_a_pure_function_of_seed_phase_and_step():
   first = mixture.task_schedule(phases, seed=3)
   second = mixture.task_schedule(phases, seed=3)
   other_seed = mixture.task_schedule(phases, seed=4)
-  np.testing.assert_array_equal(first.task_ids, second.task_ids)
-  assert not np.array_equal(first.task_ids, other_seed.task_ids)
+  np.testing.assert_array_equal(first.group_ids, second.group_ids)
+  assert not np.array_equal(first.group_ids, other_seed.group_ids)
   assert [first.task_of_step(s) for s in range(50, 80)] == ['loc'] * 30
   assert first.phase_starts == (0, 50)
   assert first.phase_of_step(49) == 0 and first.phase_of_step(50) == 1
@@ -59,3 +59,20 @@ def test_batches_before_counts_each_tasks_steps():
   for step in range(40):
     assert schedule.batches_before(step) == by_hand
     by_hand[schedule.task_of_step(step)] += 1
+
+
+def test_a_mixed_batch_phase_trains_every_task_at_every_step_with_weights_summing_to_the_tasks():
+  phases = [dict(steps=6, mixture={'loc': 1.0}),
+            dict(steps=4, mixture={'loc': 3.0, 'cls': 1.0}, mixed_batches=True),
+            dict(steps=5, mixture={'cls': 1.0, 'loc': 1.0})]
+  schedule = mixture.task_schedule(phases, seed=0)
+  assert [schedule.tasks_of_step(s) for s in range(6, 10)] == [('loc', 'cls')] * 4
+  # Loss weights 3 : 1, scaled to sum to 2 (the number of tasks): 1.5 and 0.5.
+  assert schedule.groups[schedule.group_ids[6]] == (('loc', 1.5), ('cls', 0.5))
+  assert {schedule.tasks_of_step(s) for s in range(10, 15)} == {('loc',), ('cls',)}
+  with pytest.raises(ValueError, match='step 7 trains a mixed batch'):
+    schedule.task_of_step(7)
+  # Counted by hand: 6 loc; then 4 of each; the last phase's 5 split 3 / 2 (earlier task first).
+  assert schedule.batches_before(6) == {'loc': 6, 'cls': 0}
+  assert schedule.batches_before(10) == {'loc': 10, 'cls': 4}
+  assert schedule.batches_before(15) == {'loc': 12, 'cls': 7}

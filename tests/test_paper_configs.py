@@ -28,7 +28,7 @@ PAPER_CONFIGS = ('ava_kinetics_cofinetune', 'ava_multi_cofinetune', 'avakinetics
 PAPER_MODES = ('', 'local=True', 'synthetic=True', 'transfer=True', 'then_finetune=True',
                'sampling=size', 'sampling=uniform', 'size=B', 'local=True,transfer=True',
                'local=True,then_finetune=True', 'synthetic=True,transfer=True',
-               'synthetic=True,then_finetune=True,sampling=uniform')
+               'synthetic=True,then_finetune=True,sampling=uniform', 'local=True,sampling=mixed')
 # Every file in configs/ with the modes its docstring offers.
 MODES = {'demo_cofinetune': ('', 'transfer=True', 'variant=factorised_encoder'),
          'study_cofinetune': ('', 'schedule=pretrain', 'schedule=downstream', 'schedule=transfer',
@@ -87,8 +87,21 @@ def test_sampling_argument_sets_every_tasks_mixture_weight(sampling):
   assert dict(config.schedule.phases[0]['mixture']) == {name: sampling for name in config.tasks}
 
 
+def test_mixed_sampling_trains_every_task_at_every_step_for_the_steps_per_task():
+  config = load('ava_multi_cofinetune', 'sampling=mixed')
+  phase, = config.schedule.phases
+  assert phase['mixed_batches'] is True
+  assert dict(phase['mixture']) == {name: 'uniform' for name in config.tasks}
+  # Equal batch sizes, so the same clips as one task per step: the steps per task (their mean).
+  assert phase['steps'] == sum(task.transfer_steps for task in config.tasks.values()) // 4
+  local = load('ava_multi_cofinetune', 'sampling=mixed,local=True').schedule.phases[0]
+  assert local['mixed_batches'] and local['steps'] == 10  # local runs: 10 steps per task
+  assert load('ava_kinetics_cofinetune', 'sampling=mixed,transfer=True').schedule.phases[0].get(
+      'mixed_batches') is None  # the baseline stays one task per step
+
+
 @pytest.mark.parametrize('arg, message', [
-    ('sampling=mixed', "sampling='mixed': expected one of ['steps', 'size', 'uniform']"),
+    ('sampling=sometimes', "sampling='sometimes': expected one of ['steps', 'size', 'uniform', 'mixed']"),
     ('transfer=True,then_finetune=True', 'transfer=True and then_finetune=True: choose one'),
 ])
 def test_conflicting_or_unknown_arguments_name_themselves(arg, message):

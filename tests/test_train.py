@@ -251,3 +251,30 @@ def test_a_non_finite_loss_stops_the_run_before_a_checkpoint_keeps_it(data_dir, 
   with pytest.raises(FloatingPointError, match='task synthetic_cls: training loss is nan'):
     train.train_and_evaluate(config, str(tmp_path))
   assert not [path.name for path in (tmp_path / 'checkpoints').iterdir()]
+
+
+def test_a_mixed_batch_run_advances_every_task_each_step_and_resumes_exactly(data_dir, tmp_path):
+  """Two steps of one task each, then a mixed-batch phase of 4 steps over both tasks."""
+  config = tiny_config(data_dir, steps=6)
+  config.schedule.phases = [dict(steps=2, mixture=dict(synthetic_loc=1.0, synthetic_cls=1.0)),
+                            dict(steps=4, mixture=dict(synthetic_loc=1.0, synthetic_cls=1.0),
+                                 mixed_batches=True)]
+  config.log_every, config.checkpoint_every, config.eval_every = 2, 4, 6
+  uninterrupted, resumed = tmp_path / 'uninterrupted', tmp_path / 'resumed'
+  train.train_and_evaluate(config, str(uninterrupted))
+  train.train_and_evaluate(config, str(resumed))
+  shutil.rmtree(resumed / 'checkpoints' / '6')
+  train.train_and_evaluate(config, str(resumed))  # from step 4, inside the mixed phase
+
+  # One batch of each task in the first phase, then one of both at each mixed step.
+  for step, consumed in ((4, 3), (6, 5)):
+    data = json.loads((uninterrupted / 'checkpoints' / str(step) / 'data' / 'metadata').read_text())
+    assert data['batches_consumed'] == {'synthetic_loc': consumed, 'synthetic_cls': consumed}
+  expected = param_paths.flatten(checkpoint.read_params(uninterrupted))
+  actual = param_paths.flatten(checkpoint.read_params(resumed))
+  for name, value in expected.items():
+    np.testing.assert_array_equal(actual[name], value, err_msg=name)
+  # Both losses are logged at the log steps inside the mixed phase.
+  logged = scalars(uninterrupted)
+  assert {4, 6} <= set(logged['train/synthetic_loc/loss']) and {4, 6} <= set(
+      logged['train/synthetic_cls/loss'])

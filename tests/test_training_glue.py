@@ -169,3 +169,44 @@ def test_steps_of_both_tasks_are_the_hand_computed_clipped_momentum_updates():
     state = new_state
   assert clipped_any  # the clipping branch was exercised
 
+
+
+def test_a_mixed_batch_step_is_the_hand_computed_update_of_the_weighted_loss_sum():
+  backbone, tasks, optimizer, config, params = tiny_setup()
+  data = batches()
+  config.tasks.cls.learning_rate_factor = 0.5
+  state = state_lib.init_state(params, optimizer)
+  trainable = optim.trainable_mask(state.params, ())
+  weights = {'loc': 1.5, 'cls': 0.5}
+
+  # The reference: one gradient of 1.5 loc + 0.5 cls over the backbone and both heads, clipped as
+  # one, then SGD momentum per part; the cls head at half the learning rate.
+  parts = {'backbone': params['backbone'], 'loc': params['heads']['loc'],
+           'cls': params['heads']['cls']}
+
+  def weighted_loss(parts):
+    return sum(weight * reference_loss(backbone, tasks[name],
+                                       {'backbone': parts['backbone'], 'head': parts[name]},
+                                       data[name]) for name, weight in weights.items())
+
+  grads = jax.tree.map(lambda g: np.asarray(g, np.float64), jax.grad(weighted_loss)(parts))
+  norm = np.sqrt(sum(np.sum(g ** 2) for g in jax.tree.leaves(grads)))
+  config.optimizer.grad_clip_norm = 0.5 * norm  # clipped
+  step = jax.jit(train.make_train_step(backbone, None, optimizer, config, trainable,
+                                       mixed=[(tasks[name], weights[name]) for name in weights]))
+  learning_rate = 0.1
+  new_state, metrics = step(state, data, np.float32(learning_rate))
+
+  for name in weights:
+    loss = reference_loss(backbone, tasks[name], {'backbone': params['backbone'],
+                                                  'head': params['heads'][name]}, data[name])
+    assert float(metrics[name]['loss']) == pytest.approx(float(loss), rel=1e-5), name
+    assert float(metrics[name]['grad_norm']) == pytest.approx(norm, rel=1e-5), name
+  # First step from a zero trace: the update is -lr * clipped gradient.
+  for part, new, old, part_rate in (
+      ('backbone', new_state.params['backbone'], state.params['backbone'], learning_rate),
+      ('loc', new_state.params['heads']['loc'], state.params['heads']['loc'], learning_rate),
+      ('cls', new_state.params['heads']['cls'], state.params['heads']['cls'], 0.5 * learning_rate)):
+    expected = jax.tree.map(lambda g, rate=part_rate: -rate * 0.5 * g, grads[part])
+    assert_update_close(new, old, expected, f'mixed step: {part}')
+  assert int(new_state.step) == 1

@@ -120,6 +120,12 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int, num_
     mixture = phase.get('mixture')
     if not mixture:
       raise ConfigError(f'{field}.mixture: expected a non-empty dict task -> weight')
+    mixed_batches = phase.get('mixed_batches', False)
+    if not isinstance(mixed_batches, bool):
+      raise ConfigError(f'{field}.mixed_batches={mixed_batches!r}: expected True or False')
+    if mixed_batches and len(mixture) < 2:
+      raise ConfigError(f'{field}.mixed_batches=True: a mixed batch needs at least two tasks in '
+                        f'{field}.mixture, which has {list(mixture)}')
     for task_name, weight in mixture.items():
       if task_name not in config.tasks:
         raise ConfigError(f'{field}.mixture names unknown task {task_name!r}; expected one of '

@@ -29,9 +29,11 @@ TRANSFER_STEPS = {'ava_v2_2': 30_000, 'ava_v2_2+ava_kinetics': 50_000, 'kinetics
 # Co-finetune-then-finetune (`:then_finetune=True`): steps of the last phase, AVA alone (reconstructed).
 FINETUNE_STEPS = 10_000
 
-# Sampling strategies (`:sampling=`): mixture weights of data/mixture.py. Mixed batches (every step's
-# batch split across tasks) are not implemented: each step trains one task.
-SAMPLING = ('steps', 'size', 'uniform')
+# Sampling strategies (`:sampling=`): 'steps', 'size' and 'uniform' are mixture weights of
+# data/mixture.py (each step trains one task drawn by them); 'mixed' trains every task at every step
+# (mixed batches: each task's batch in every step, losses summed), for as many steps as there are
+# steps per task, so that with equal batch sizes it sees the same clips as the other strategies.
+SAMPLING = ('steps', 'size', 'uniform', 'mixed')
 
 # Where the public ImageNet-21k ViT-{size}/16 (gs://vit_models/imagenet21k/ViT-{size}_16.npz, the
 # ViViT paper's start), converted as the configs' docstrings say, is read from by default
@@ -84,11 +86,18 @@ def phases(tasks: ml_collections.ConfigDict, *, transfer: bool, then_finetune: b
     raise ConfigError('config arguments transfer=True and then_finetune=True: choose one')
   upstream = [name for name in tasks if name != downstream]
   if transfer:
+    # The upstream phase of the baseline draws one task per step ('mixed' compares co-finetuning's
+    # batches, not the baseline's).
+    upstream_weight = 'steps' if sampling == 'mixed' else sampling
     return [dict(steps=sum(tasks[name].transfer_steps for name in upstream),
-                 mixture={name: sampling for name in upstream}),
+                 mixture={name: upstream_weight for name in upstream}),
             dict(steps=tasks[downstream].transfer_steps, mixture={downstream: 1.0})]
-  cofinetune = dict(steps=sum(task.transfer_steps for task in tasks.values()),
-                    mixture={name: sampling for name in tasks})
+  if sampling == 'mixed':
+    cofinetune = dict(steps=sum(task.transfer_steps for task in tasks.values()) // len(tasks),
+                      mixture={name: 'uniform' for name in tasks}, mixed_batches=True)
+  else:
+    cofinetune = dict(steps=sum(task.transfer_steps for task in tasks.values()),
+                      mixture={name: sampling for name in tasks})
   if then_finetune:
     return [cofinetune, dict(steps=finetune_steps, mixture={downstream: 1.0})]
   return [cofinetune]
@@ -134,8 +143,10 @@ def shrink_for_local_run(config: ml_collections.ConfigDict, *, steps_per_task: i
     task.batch_size = task.eval_batch_size = 2
     task.input.num_frames, task.input.crop_size = 8, 64
     task.transfer_steps = steps_per_task
-  config.schedule.phases = [dict(phase, steps=steps_per_task * len(phase['mixture']))
-                            for phase in config.schedule.phases]
+  # A mixed-batch phase trains every task at each step: steps_per_task steps.
+  config.schedule.phases = [
+      dict(phase, steps=steps_per_task * (1 if phase.get('mixed_batches') else len(phase['mixture'])))
+      for phase in config.schedule.phases]
   config.optimizer.warmup_steps = 2
   config.log_every = config.eval_every = config.checkpoint_every = steps_per_task
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 import contextlib
 import functools
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -126,10 +127,14 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
 
 
-def put_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-  """Host-local numpy batch -> global arrays sharded on the batch axis (each host gives its part)."""
+def put_batch(batch: Mapping[str, Any], mesh: Mesh) -> dict[str, Any]:
+  """Host-local numpy batch -> global arrays sharded on the batch axis (each host gives its part).
+
+  A mixed batch ({task: batch}) is put task by task.
+  """
   sharding = batch_sharding(mesh)
-  return {key: multihost_utils.host_local_array_to_global_array(value, mesh, PartitionSpec(BATCH_AXES))
+  return {key: put_batch(value, mesh) if isinstance(value, Mapping)
+          else multihost_utils.host_local_array_to_global_array(value, mesh, PartitionSpec(BATCH_AXES))
           if jax.process_count() > 1 else jax.device_put(value, sharding)
           for key, value in batch.items()}
 

@@ -1,8 +1,11 @@
-"""The co-finetuning loop: one shared ViViT backbone, one head per task, one task per step."""
+"""The co-finetuning loop: one shared ViViT backbone, one head per task, one task per step (or, in a
+mixed-batch phase, every task of the phase at each step)."""
+from collections.abc import Sequence
 import contextlib
 import functools
 import math
 import time
+from typing import Any
 
 from absl import logging
 from clu import metric_writers
@@ -25,55 +28,81 @@ from vivit_cofinetune.data import mixture
 from vivit_cofinetune.data import pipeline
 
 
-def make_train_step(backbone, task, optimizer, config: ml_collections.ConfigDict, trainable):
-  """A step that updates the backbone and `task`'s head on one batch of that task."""
-  name = task.name
+def make_train_step(backbone, task, optimizer, config: ml_collections.ConfigDict, trainable,
+                    mixed: Sequence[tuple[Any, float]] = ()):
+  """A step that updates the backbone and `task`'s head on one batch of that task.
+
+  With `mixed` = ((task, loss weight), ...) the step trains all of them at once instead (a mixed
+  batch, data/mixture.py): the batch is {task name: its batch}, the loss the weighted sum of theirs,
+  the gradient clipped as one, and every task's head updated; `task` is then unused. The learning
+  rate given is the backbone's; each head's is scaled by its task's learning_rate_factor (a single
+  task's factor is applied by the caller, to the whole step).
+  """
+  weighted = list(mixed) or [(task, 1.0)]
+  names = [weighted_task.name for weighted_task, _ in weighted]
 
   def train_step(state, batch, learning_rate):
     rng = jax.random.fold_in(jax.random.key(config.seed), state.step)
-    backbone_rng, head_rng = jax.random.split(rng)
+    batches = batch if mixed else {names[0]: batch}
 
     def loss_fn(params):
-      tokens, cls_token = backbone.apply({'params': params['backbone']},
-                                         task.model_input(batch['video']), train=True,
-                                         rngs={'dropout': backbone_rng})
-      logits = task.head.apply({'params': params['head']}, *task.head_args(tokens, cls_token, batch),
-                               train=True, rngs={'dropout': head_rng})
-      return task.loss_and_metrics(logits, batch)
+      total, metrics = 0.0, {}
+      for index, (each, weight) in enumerate(weighted):
+        # One dropout stream per task of the step; a single-task step keeps the stream it had.
+        task_rng = jax.random.fold_in(rng, index) if mixed else rng
+        backbone_rng, head_rng = jax.random.split(task_rng)
+        task_batch = batches[each.name]
+        tokens, cls_token = backbone.apply({'params': params['backbone']},
+                                           each.model_input(task_batch['video']), train=True,
+                                           rngs={'dropout': backbone_rng})
+        logits = each.head.apply({'params': params['heads'][each.name]},
+                                 *each.head_args(tokens, cls_token, task_batch), train=True,
+                                 rngs={'dropout': head_rng})
+        loss, metrics[each.name] = each.loss_and_metrics(logits, task_batch)
+        total = total + weight * loss
+      return total, metrics
 
-    params = {'backbone': state.params['backbone'], 'head': state.params['heads'][name]}
-    mask = {'backbone': trainable['backbone'], 'head': trainable['heads'][name]}
+    params = {'backbone': state.params['backbone'],
+              'heads': {name: state.params['heads'][name] for name in names}}
+    mask = {'backbone': trainable['backbone'],
+            'heads': {name: trainable['heads'][name] for name in names}}
     (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     grads = jax.tree.map(lambda g, m: g if m else jnp.zeros_like(g), grads, mask)
     grads, grad_norm = optim.clip_by_global_norm(grads, config.optimizer.get('grad_clip_norm'))
 
-    def update(part_params, part_grads, part_opt_state, part_mask):
-      part_opt_state = optim.set_learning_rate(part_opt_state, learning_rate)
+    def update(part_params, part_grads, part_opt_state, part_mask, part_learning_rate):
+      part_opt_state = optim.set_learning_rate(part_opt_state, part_learning_rate)
       updates, part_opt_state = optimizer.update(part_grads, part_opt_state, part_params)
       new_params = jax.tree.map(lambda p, u, m: p + u if m else p, part_params, updates, part_mask)
       return new_params, part_opt_state
 
     backbone_params, backbone_opt = update(params['backbone'], grads['backbone'],
-                                           state.opt_state['backbone'], mask['backbone'])
-    head_params, head_opt = update(params['head'], grads['head'],
-                                   state.opt_state['heads'][name], mask['head'])
-    new_state = state.replace(
-        step=state.step + 1,
-        params={'backbone': backbone_params, 'heads': {**state.params['heads'], name: head_params}},
-        opt_state={'backbone': backbone_opt,
-                   'heads': {**state.opt_state['heads'], name: head_opt}})
-    return new_state, dict(metrics, grad_norm=grad_norm)
+                                           state.opt_state['backbone'], mask['backbone'],
+                                           learning_rate)
+    heads, head_opts = dict(state.params['heads']), dict(state.opt_state['heads'])
+    for name in names:
+      factor = config.tasks[name].get('learning_rate_factor', 1.0) if mixed else 1.0
+      heads[name], head_opts[name] = update(params['heads'][name], grads['heads'][name],
+                                            state.opt_state['heads'][name], mask['heads'][name],
+                                            learning_rate * factor)
+    new_state = state.replace(step=state.step + 1,
+                              params={'backbone': backbone_params, 'heads': heads},
+                              opt_state={'backbone': backbone_opt, 'heads': head_opts})
+    if mixed:
+      return new_state, {name: dict(metrics[name], grad_norm=grad_norm) for name in names}
+    return new_state, dict(metrics[names[0]], grad_norm=grad_norm)
 
   return train_step
 
 
 def jit_train_step(backbone, task, optimizer, config: ml_collections.ConfigDict, trainable,
-                   state_shardings, mesh, rules):
-  """The task's train step, jitted with explicit shardings, the state donated, and traced with the
-  mesh and logical rules in context (so the model's activation constraints apply)."""
+                   state_shardings, mesh, rules, mixed: Sequence[tuple[Any, float]] = ()):
+  """The task's (or a mixed batch's) train step, jitted with explicit shardings, the state donated,
+  and traced with the mesh and logical rules in context (so the model's activation constraints
+  apply)."""
   replicated = sharding.replicated(mesh)
-  return sharding.jit(make_train_step(backbone, task, optimizer, config, trainable), mesh, rules,
-                      in_shardings=(state_shardings, sharding.batch_sharding(mesh), replicated),
+  return sharding.jit(make_train_step(backbone, task, optimizer, config, trainable, mixed), mesh,
+                      rules, in_shardings=(state_shardings, sharding.batch_sharding(mesh), replicated),
                       out_shardings=(state_shardings, replicated), donate_argnums=0)
 
 
@@ -134,10 +163,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   start_step = int(state.step)
   trainable = optim.trainable_mask(state.params, config.get('init_from', {}).get('freeze', ()))
 
-  # Steps: one compiled train step per task
-  train_steps = {name: jit_train_step(backbone, tasks[name], optimizer, config, trainable,
-                                      state_shardings, mesh, rules)
-                 for name in trained}
+  # Steps: one compiled train step per task, and one per mixed-batch phase
+  train_steps = {}
+  for group_id in sorted(set(schedule.group_ids.tolist())):
+    group = schedule.groups[group_id]
+    mixed = [(tasks[name], weight) for name, weight in group] if len(group) > 1 else ()
+    train_steps[group_id] = jit_train_step(backbone, tasks[group[0][0]], optimizer, config,
+                                           trainable, state_shardings, mesh, rules, mixed)
   evaluator = evaluate.Evaluator(config, backbone, tasks, mesh, rules, state_shardings.params)
 
   # Input pipelines, resumed at the data position of the checkpoint
@@ -154,16 +186,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   results = {}
   # Each step's batch is read from its task's pipeline in schedule order and put on the devices
   # while the steps before it run; batches_consumed counts only the batches trained on.
-  batches = sharding.prefetch_to_mesh(
-      (next(iterators[schedule.task_of_step(step)]) for step in range(start_step, total_steps)), mesh)
+  batches = sharding.prefetch_to_mesh((_host_batch(schedule.tasks_of_step(step), iterators)
+                                       for step in range(start_step, total_steps)), mesh)
   for step in range(start_step, total_steps):
-    name = schedule.task_of_step(step)
+    names = schedule.tasks_of_step(step)
     batch = next(batches)
-    learning_rate = learning_rate_at(step) * config.tasks[name].get('learning_rate_factor', 1.0)
-    state, metrics = train_steps[name](state, batch, np.float32(learning_rate))
-    batches_consumed[name] += 1
+    # A mixed step scales each head's learning rate inside (make_train_step); a single task's
+    # factor applies to the whole step.
+    factor = config.tasks[names[0]].get('learning_rate_factor', 1.0) if len(names) == 1 else 1.0
+    state, metrics = train_steps[int(schedule.group_ids[step])](
+        state, batch, np.float32(learning_rate_at(step) * factor))
+    for name in names:
+      batches_consumed[name] += 1
     done = step + 1
-    progress.step_done(name, metrics, config.tasks[name].batch_size)
+    progress.step_done(metrics if len(names) > 1 else {names[0]: metrics},
+                       sum(config.tasks[name].batch_size for name in names))
 
     if done % config.log_every == 0 or done == total_steps:
       writer.write_scalars(done, dict(progress.report(done),
@@ -193,6 +230,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   writer.flush()
   evaluate.write_results(workdir, results)
   return results
+
+
+def _host_batch(names: Sequence[str], iterators: dict):
+  """The next batch of a step: its task's, or {task: batch} for a mixed batch."""
+  if len(names) == 1:
+    return next(iterators[names[0]])
+  return {name: next(iterators[name]) for name in names}
 
 
 def _use_compilation_cache(directory: epath.Path | None) -> None:
@@ -226,10 +270,12 @@ class Progress:
     # addition whenever a window first repeats a task, long after warm-up.
     self.metrics = {}
 
-  def step_done(self, task_name: str, metrics, clips: int) -> None:
+  def step_done(self, metrics_by_task: dict, clips: int) -> None:
+    """One step done: {task: its metrics} (several for a mixed batch), clips of all of them."""
     self.window_steps += 1
     self.window_clips += clips
-    self.metrics.setdefault(task_name, []).append(metrics)
+    for task_name, metrics in metrics_by_task.items():
+      self.metrics.setdefault(task_name, []).append(metrics)
 
   def _means(self, key: str | None = None) -> dict[str, dict[str, float]]:
     """{task: {metric: mean over the window's steps}}, of `key` only if given."""

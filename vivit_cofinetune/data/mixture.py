@@ -10,6 +10,10 @@ Sampling strategies, as mixture weights: 'steps' (the task's transfer-learning s
 the paper configs), 'size' (its training-set size: with equal batch sizes every example is seen about
 equally often), 'uniform' (every task of the phase gets the same number of steps), or a positive
 number.
+
+Mixed batches: a phase with `mixed_batches=True` trains every task of its mixture at every step,
+each on a batch of its own batch_size, and minimises the weighted sum of their losses; the weights
+(resolved as above) are scaled to sum to the number of tasks, so equal weights sum the losses.
 """
 from collections.abc import Mapping, Sequence
 import dataclasses
@@ -47,41 +51,64 @@ def step_counts(weights: Mapping[str, float], num_steps: int) -> dict[str, int]:
 
 @dataclasses.dataclass(frozen=True)
 class TaskSchedule:
-  """The task of every training step, over all phases."""
+  """What every training step trains, over all phases: one task, or several (a mixed batch)."""
   task_names: tuple[str, ...]
-  # task_ids[s] indexes task_names; phase_starts[p] is the first step of phase p.
-  task_ids: np.ndarray
+  # groups[g]: the tasks a step of group g trains, and their loss weights (1.0 for a single task);
+  # group_ids[s] is step s's group; phase_starts[p] is the first step of phase p.
+  groups: tuple[tuple[tuple[str, float], ...], ...]
+  group_ids: np.ndarray
   phase_starts: tuple[int, ...]
 
   @property
   def num_steps(self) -> int:
-    return len(self.task_ids)
+    return len(self.group_ids)
+
+  def tasks_of_step(self, step: int) -> tuple[str, ...]:
+    return tuple(name for name, _ in self.groups[self.group_ids[step]])
 
   def task_of_step(self, step: int) -> str:
-    return self.task_names[self.task_ids[step]]
+    """The one task of `step`; ValueError if it trains a mixed batch."""
+    tasks = self.tasks_of_step(step)
+    if len(tasks) != 1:
+      raise ValueError(f'step {step} trains a mixed batch of {tasks}')
+    return tasks[0]
 
   def phase_of_step(self, step: int) -> int:
     return int(np.searchsorted(self.phase_starts, step, side='right')) - 1
 
   def batches_before(self, step: int) -> dict[str, int]:
     """How many batches of each task the steps before `step` consumed."""
-    counts = np.bincount(self.task_ids[:step], minlength=len(self.task_names))
-    return {name: int(count) for name, count in zip(self.task_names, counts)}
+    group_counts = np.bincount(self.group_ids[:step], minlength=len(self.groups))
+    counts = dict.fromkeys(self.task_names, 0)
+    for group, count in zip(self.groups, group_counts):
+      for name, _ in group:
+        counts[name] += int(count)
+    return counts
 
 
 def task_schedule(phases: Sequence[Mapping], *, seed: int,
                   transfer_steps: Mapping[str, int] | None = None,
                   train_sizes: Mapping[str, int] | None = None) -> TaskSchedule:
-  """Builds the schedule for `config.schedule.phases` (a list of dict(steps, mixture))."""
+  """Builds the schedule for `config.schedule.phases` (a list of dict(steps, mixture[,
+  mixed_batches]))."""
   task_names = tuple(dict.fromkeys(name for phase in phases for name in phase['mixture']))
-  task_ids, phase_starts, start = [], [], 0
+  # Single-task groups first, in task order, so a schedule without mixed phases numbers its groups
+  # as its tasks.
+  groups = [((name, 1.0),) for name in task_names]
+  group_ids, phase_starts, start = [], [], 0
   for phase_index, phase in enumerate(phases):
     weights = resolve_weights(phase['mixture'], transfer_steps=transfer_steps or {},
                               train_sizes=train_sizes or {})
-    counts = step_counts(weights, phase['steps'])
-    ids = np.repeat([task_names.index(name) for name in counts], list(counts.values()))
-    np.random.default_rng([seed, phase_index]).shuffle(ids)
-    task_ids.append(ids)
+    if phase.get('mixed_batches', False):
+      total = sum(weights.values())
+      groups.append(tuple((name, weight * len(weights) / total) for name, weight in weights.items()))
+      ids = np.full(phase['steps'], len(groups) - 1)
+    else:
+      counts = step_counts(weights, phase['steps'])
+      ids = np.repeat([task_names.index(name) for name in counts], list(counts.values()))
+      np.random.default_rng([seed, phase_index]).shuffle(ids)
+    group_ids.append(ids)
     phase_starts.append(start)
     start += phase['steps']
-  return TaskSchedule(task_names, np.concatenate(task_ids).astype(np.int32), tuple(phase_starts))
+  return TaskSchedule(task_names, tuple(groups), np.concatenate(group_ids).astype(np.int32),
+                      tuple(phase_starts))
