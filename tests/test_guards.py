@@ -31,33 +31,30 @@ def test_bad_mesh_sizes_are_config_errors(mesh, message):
       data=jax.device_count(), fsdp=1, model=1)
 
 
-def test_eval_mode_without_a_checkpoint_stops_with_one_line_naming_the_workdir(data_dir, tmp_path):
-  workdir = tmp_path / 'never_trained'
-  command = [sys.executable, '-m', 'vivit_cofinetune.main', '--mode=eval',
+def last_line_of_failed_main(workdir, data_dir, *flags: str) -> str:
+  """Runs `main` on the tiny demo with `flags`; asserts it failed without a traceback and returns
+  the last line it wrote to stderr."""
+  command = [sys.executable, '-m', 'vivit_cofinetune.main',
              f'--config={REPO}/configs/demo_cofinetune.py:steps=4', f'--workdir={workdir}',
              f'--config.data_dir={data_dir}',
              '--config.tasks.synthetic_loc.dataset.name=synthetic_actions_loc/tiny',
-             '--config.tasks.synthetic_cls.dataset.name=synthetic_actions_cls/tiny']
+             '--config.tasks.synthetic_cls.dataset.name=synthetic_actions_cls/tiny', *flags]
   done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False, timeout=300)
   assert done.returncode == 1, done.stderr[-3000:]
   assert 'Traceback' not in done.stderr, done.stderr[-3000:]
-  assert done.stderr.strip().splitlines()[-1] == (
+  return done.stderr.strip().splitlines()[-1]
+
+
+def test_eval_mode_without_a_checkpoint_stops_with_one_line_naming_the_workdir(data_dir, tmp_path):
+  workdir = tmp_path / 'never_trained'
+  assert last_line_of_failed_main(workdir, data_dir, '--mode=eval') == (
       f'Checkpoint error: --workdir={workdir}: no checkpoint under {workdir}/checkpoints')
   assert not (workdir / 'checkpoints').exists() and not (workdir / 'eval_results.json').exists()
 
 
 def test_main_prints_a_config_error_as_one_line_without_traceback(data_dir, tmp_path):
   workdir = tmp_path / 'workdir'
-  command = [sys.executable, '-m', 'vivit_cofinetune.main',
-             f'--config={REPO}/configs/demo_cofinetune.py:steps=4', f'--workdir={workdir}',
-             f'--config.data_dir={data_dir}',
-             '--config.tasks.synthetic_loc.dataset.name=synthetic_actions_loc/tiny',
-             '--config.tasks.synthetic_cls.dataset.name=synthetic_actions_cls/tiny',
-             '--config.tasks.synthetic_cls.batch_size=0']
-  done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False, timeout=300)
-  assert done.returncode == 1, done.stderr[-3000:]
-  assert 'Traceback' not in done.stderr, done.stderr[-3000:]
-  assert done.stderr.strip().splitlines()[-1] == (
+  assert last_line_of_failed_main(workdir, data_dir, '--config.tasks.synthetic_cls.batch_size=0') == (
       'Config error: config.tasks.synthetic_cls.batch_size=0: expected a positive multiple of '
       'data x fsdp of config.mesh (1)')
   assert not (workdir / 'checkpoints').exists()  # stopped before anything was set up
