@@ -31,15 +31,19 @@ import os
 import platform
 import resource
 import statistics
+import sys
 import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# Run as a script, only bench/ is on the path; its sibling modules are imported as `bench.*`.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # pylint: disable=g-import-not-at-top
 import jax
 import ml_collections
 import numpy as np
 
+from bench import op_profile
 from vivit_cofinetune import config_lib
 from vivit_cofinetune import optim
 from vivit_cofinetune import paper_config
@@ -105,8 +109,9 @@ def peak_memory() -> tuple[str, int]:
   return 'host peak RSS (ru_maxrss)', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def run(config: ml_collections.ConfigDict, task_name: str, steps: int) -> dict:
-  """Compiles and times `steps` train steps of `task_name`; returns the measurements."""
+def run(config: ml_collections.ConfigDict, task_name: str, steps: int, profile: bool = False) -> dict:
+  """Compiles and times `steps` train steps of `task_name`; returns the measurements (with
+  `profile`, also the seconds per step by kind of op, from a trace of two more steps)."""
   mesh = sharding.make_mesh(config.mesh)
   # Class names and counts only matter to evaluation; not reading them keeps the bench off the data.
   tasks = tasks_lib.make_tasks(config)
@@ -145,20 +150,29 @@ def run(config: ml_collections.ConfigDict, task_name: str, steps: int) -> dict:
   memory = train_step.memory_analysis()
   state, metrics = jax.block_until_ready(train_step(state, batch, learning_rate))
 
-  step_times, dispatch_times, paired_matmul_times = [], [], []
+  step_times, dispatch_times, paired_matmul_times, cpu_times, page_faults = [], [], [], [], []
   cpu_start, wall_start = time.process_time(), time.perf_counter()
   for _ in range(steps):
-    start = time.perf_counter()
+    start, cpu_before = time.perf_counter(), time.process_time()
+    faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     state, metrics = train_step(state, batch, learning_rate)
     dispatched = time.perf_counter()
     jax.block_until_ready((state, metrics))
     step_times.append(time.perf_counter() - start)
+    cpu_times.append(time.process_time() - cpu_before)
+    page_faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before)
     dispatch_times.append(dispatched - start)
     # Right after the step and for about as long (up to 2 s), so both see about the same load.
     paired_matmul_times.append(_matmul_window(time_matmul, min(step_times[-1], 2.0)))
   # Below 1 on a CPU backend when other processes took some of the cores.
   cpu_share = (time.process_time() - cpu_start) / (time.perf_counter() - wall_start) / os.cpu_count()
   matmul_times += [time_matmul() for _ in range(5)]
+  op_seconds = {}
+  if profile:
+    def run_step():
+      nonlocal state, metrics
+      state, metrics = jax.block_until_ready(train_step(state, batch, learning_rate))
+    op_seconds = op_profile.seconds_by_kind(run_step, steps=2)
 
   step_time = statistics.median(step_times)
   clip_shape = state_lib.input_shape(task_config)
@@ -178,6 +192,10 @@ def run(config: ml_collections.ConfigDict, task_name: str, steps: int) -> dict:
       'backend_compile_s': sum(compiles[:compiles_first_call]),
       'step_s_median': step_time, 'step_s_min': min(step_times), 'step_s_max': max(step_times),
       'dispatch_s_median': statistics.median(dispatch_times),
+      # Host CPU seconds (all threads) and minor page faults of the process per step: on the CPU
+      # backend XLA maps the step's temporaries afresh every step, and each 4 KiB page faults once.
+      'cpu_s_per_step_median': statistics.median(cpu_times),
+      'minor_page_faults_per_step_median': int(statistics.median(page_faults)),
       'put_batch_s_median': statistics.median(put_times),
       'clips_per_s': batch_size / step_time,
       'forward_flops_per_clip': flops_per_clip,
@@ -202,6 +220,7 @@ def run(config: ml_collections.ConfigDict, task_name: str, steps: int) -> dict:
       'host': f'{platform.machine()}, {os.cpu_count()} CPUs, '
               f'load average {os.getloadavg()[0]:.2f} at end',
       'host_cpu_share_while_timing': cpu_share,
+      **({'op_seconds_per_step': op_seconds} if profile else {}),
   }
 
 
@@ -231,8 +250,13 @@ def _table(result: dict) -> str:
                  f'{result["compiled_output_bytes"] / 2**20:.0f} MiB outputs'),
       ('device', result['device']),
       ('host', f'{result["host"]}; this process used {result["host_cpu_share_while_timing"]:.0%} '
-               f'of the CPUs while timing'),
+               f'of the CPUs while timing, {result["cpu_s_per_step_median"]:.2f} CPU s and '
+               f'{result["minor_page_faults_per_step_median"]:,} minor page faults a step'),
   ]
+  op_seconds = result.get('op_seconds_per_step', {})
+  rows += [('ops' if index == 0 else '', f'{seconds * 1e3:.1f} ms a step '
+                                          f'({seconds / sum(op_seconds.values()):.0%}) {kind}')
+           for index, (kind, seconds) in enumerate(op_seconds.items())]
   return '\n'.join(f'{name:<14}{value}' for name, value in rows)
 
 
@@ -271,6 +295,9 @@ def main():
   parser.add_argument('--steps', type=int, default=20, help='timed steps after the compiling one')
   parser.add_argument('--batch_size', type=int, default=None, help="overrides the task's batch_size")
   parser.add_argument('--json', action='store_true', help='print one JSON object instead of a table')
+  parser.add_argument('--profile', action='store_true',
+                      help='also trace two steps and report seconds per step by kind of op '
+                           '(op_seconds_per_step: matmuls, scan writes and reads, copies, ...)')
   model = parser.add_argument_group('model flags (instead of --config)')
   model.add_argument('--model', default=None, help="vivit_config name, e.g. 'B/16x2'")
   model.add_argument('--variant', default='spatio_temporal', choices=vivit.VARIANTS)
@@ -309,7 +336,7 @@ def main():
   source = dict(config=args.config) if args.config else dict(
       model=args.model, variant=args.variant, remat=args.remat, scan=args.scan,
       optimizer=args.optimizer, attention=args.attention)
-  result = dict(run(config, task_name, args.steps), **source)
+  result = dict(run(config, task_name, args.steps, args.profile), **source)
   print(json.dumps(result) if args.json else _table(result))
 
 

@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+from bench import op_profile
 from bench import train_step
 
 
@@ -47,3 +48,32 @@ def test_model_and_config_flags_exclude_each_other(monkeypatch, capsys):
   with pytest.raises(SystemExit):
     _run_main(monkeypatch, capsys, '--model=B/16x2', '--config=configs/demo_cofinetune.py')
   assert 'not both' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('op_name, kind', [
+    ('ynn_fusion.40', 'matmul'),  # XLA:CPU's YNNPACK dot, with ops fused around it
+    ('dot.132', 'matmul'),
+    ('cublas-gemm.3', 'matmul'),
+    ('bitcast_dynamic-update-slice_fusion.1', 'scan writes (dynamic-update-slice)'),
+    ('dynamic-slice_bitcast_fusion', 'scan reads (dynamic-slice)'),
+    ('wrapped_broadcast.8', 'buffer initialisation (broadcast)'),
+    ('transpose_copy_fusion.2', 'copies and transposes'),
+    ('copy.374', 'copies and transposes'),
+    ('multiply_add_fusion.14', 'other fusions'),
+    ('while.3', 'other'),
+    ('dotted_line_fusion', 'other fusions'),  # 'dot' only as a whole word
+])
+def test_op_kinds_from_hlo_names(op_name, kind):
+  assert op_profile.kind_of(op_name) == kind
+
+
+def test_profile_reports_where_the_step_time_goes(monkeypatch, capsys):
+  result = _run_main(monkeypatch, capsys, '--model=Ti/16x2', '--frames=2', '--resolution=16',
+                     '--batch_size=1', '--steps=1', '--profile', '--json')
+  seconds = result['op_seconds_per_step']
+  # The scanned layers' matmuls, their stacked per-layer buffers and the optimizer's fusions.
+  for kind in ('matmul', 'scan writes (dynamic-update-slice)', 'scan reads (dynamic-slice)',
+               'other fusions'):
+    assert seconds.get(kind, 0) > 0, (kind, seconds)
+  assert set(seconds) <= {kind for kind, _ in op_profile.KINDS} | {op_profile.OTHER}
+  assert result['cpu_s_per_step_median'] > 0 and result['minor_page_faults_per_step_median'] >= 0

@@ -186,18 +186,24 @@ def splash_attention(query, key, value, *, interpret: bool = False) -> jnp.ndarr
 def _attend(query, key, value, dropout_rate: float, deterministic: bool, implementation: str,
             module: nn.Module):
   """Softmax attention on [B, N, H, K] -> [B, N, H, K]; fused kernel unless attention dropout is on."""
-  if deterministic or dropout_rate == 0.0:
-    if implementation == 'splash':
-      if jax.default_backend() != 'tpu':
-        raise ValueError(f"ViViT attention_implementation='splash' needs a TPU; this backend is "
-                         f"{jax.default_backend()!r} (use 'xla', or 'cudnn' on NVIDIA GPUs)")
-      return splash_attention(query, key, value)
-    return jax.nn.dot_product_attention(query, key, value, implementation=implementation)
-  logits = jnp.einsum('bqhk,bvhk->bhqv', query, key) / np.sqrt(query.shape[-1]).astype(query.dtype)
+  fused = deterministic or dropout_rate == 0.0
+  if fused and implementation == 'splash':
+    if jax.default_backend() != 'tpu':
+      raise ValueError(f"ViViT attention_implementation='splash' needs a TPU; this backend is "
+                       f"{jax.default_backend()!r} (use 'xla', or 'cudnn' on NVIDIA GPUs)")
+    return splash_attention(query, key, value)
+  if fused and implementation == 'cudnn':
+    return jax.nn.dot_product_attention(query, key, value, implementation='cudnn')
+  # Heads first, so both batched matmuls take contiguous [B, H] batches: on XLA's CPU backend
+  # jax.nn.dot_product_attention's [B, N, H, K] einsums made their own transposes and ran slower
+  # (2-7% of a ViViT-B step, docs/benchmarks.md).
+  query, key, value = (x.transpose(0, 2, 1, 3) for x in (query, key, value))
+  logits = jnp.einsum('bhqk,bhvk->bhqv', query, key) / np.sqrt(query.shape[-1]).astype(query.dtype)
   weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-  keep = jax.random.bernoulli(module.make_rng('dropout'), 1.0 - dropout_rate, weights.shape)
-  weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0).astype(value.dtype)
-  return jnp.einsum('bhqv,bvhk->bqhk', weights, value)
+  if not fused:
+    keep = jax.random.bernoulli(module.make_rng('dropout'), 1.0 - dropout_rate, weights.shape)
+    weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)
+  return jnp.einsum('bhqv,bhvk->bhqk', weights.astype(value.dtype), value).transpose(0, 2, 1, 3)
 
 
 def _attend_along(query, key, value, axis: str, **kwargs):
