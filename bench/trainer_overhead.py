@@ -1,6 +1,6 @@
 """Trainer overhead: the full training loop against its bare compiled steps on the same batches.
 
-  python bench/trainer_overhead.py [--steps=100] [--json] [--workdir=DIR]
+  python bench/trainer_overhead.py [--steps=100] [--checkpoint_every=N] [--json] [--workdir=DIR]
 
 Runs `train.train_and_evaluate` on the demo with four tasks (the demo's two and a copy of each under
 another name, equal steps each): input pipelines, prefetch to the devices, the step, metrics and
@@ -137,6 +137,10 @@ def _bare_steps(config: ml_collections.ConfigDict, schedule, steps: list[int],
   return timed_pass
 
 
+def _cores() -> int:
+  return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
+
+
 def run(config: ml_collections.ConfigDict, workdir: str, verbose: bool = False) -> dict:
   """Trains `config` in `workdir` between two bare passes over its timed steps; the measurements.
 
@@ -210,6 +214,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, verbose: bool = False) 
       'bare_cpu_s_per_step': bare_cpu / (2 * steps),
       # The input pipelines' part of the trainer's extra work: reading a batch and nothing else.
       'pipeline_cpu_s_per_batch': pipeline_cpu,
+      # The best trainer / bare the host's cores allow: the trainer needs at least its CPU seconds
+      # over the core count of wall time per step.
+      'ratio_bound_by_host_cpu': min(1.0, bare_wall / (2 * steps) * _cores() / (trainer_cpu / steps)),
+      'checkpoint_every': config.checkpoint_every,
       'compiles_warm_up': len(timeline.compiles) - len(after_warm_up),
       'compiles_after_warm_up': len(after_warm_up),
       'compiled_after_warm_up': after_warm_up,
@@ -223,11 +231,14 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--config', default='configs/demo_cofinetune.py', help='path/to/config.py')
   parser.add_argument('--steps', type=int, default=100, help='training steps (a multiple of 10)')
+  parser.add_argument('--checkpoint_every', type=int, default=None,
+                      help='steps between async checkpoints (default: steps // 5)')
   parser.add_argument('--workdir', default=None, help='default: a fresh temporary directory')
   parser.add_argument('--json', action='store_true', help='print one JSON line instead of text')
   parser.add_argument('--verbose', action='store_true', help="also print the trainer's log")
   args = parser.parse_args()
   config = four_task_config(args.steps, args.config)
+  config.checkpoint_every = args.checkpoint_every or config.checkpoint_every
   with tempfile.TemporaryDirectory() as temporary:
     result = run(config, args.workdir or temporary, args.verbose)
   if args.json:
@@ -238,7 +249,8 @@ def main():
         f'over {result["timed_steps"]} steps of {result["tasks"]}')
   print(f'host CPU per step: trainer {result["trainer_cpu_s_per_step"] * 1e3:.1f} ms, bare step '
         f'{result["bare_cpu_s_per_step"] * 1e3:.1f} ms, input pipelines alone '
-        f'{result["pipeline_cpu_s_per_batch"] * 1e3:.1f} ms a batch')
+        f'{result["pipeline_cpu_s_per_batch"] * 1e3:.1f} ms a batch; the cores allow a ratio of '
+        f'{result["ratio_bound_by_host_cpu"]:.3f} at most')
   print(f'compilations: {result["compiles_warm_up"]} in warm-up, '
         f'{result["compiles_after_warm_up"]} after {result["compiled_after_warm_up"]}')
   print(f'batches cross as {result["video_dtype_to_device"]} video, '

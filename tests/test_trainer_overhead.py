@@ -26,6 +26,7 @@ def test_four_task_run_compiles_nothing_after_warm_up_and_batches_cross_as_uint8
   assert result['video_dtype_to_device'] == 'uint8'
   assert result['timed_steps'] == 24  # windows (4, 16] and (20, 32]
   assert result['trainer_steps_per_s'] > 0 and result['bare_steps_per_s'] > 0
+  assert 0 < result['ratio_bound_by_host_cpu'] <= 1 and result['checkpoint_every'] == 8
   assert sorted(path.name for path in (tmp_path / 'checkpoints').iterdir()
                 if path.name.isdigit()) == ['24', '32']
   assert any(pathlib.Path(tmp_path, 'compilation_cache').iterdir())
