@@ -260,8 +260,9 @@ def _table(result: dict) -> str:
   return '\n'.join(f'{name:<14}{value}' for name, value in rows)
 
 
-# --remat shorthands for the model's remat_policy values.
-_REMAT = {'none': 'none', 'dots': 'dots_with_no_batch_dims_saveable', 'full': 'full'}
+# --remat: shorthands, or any of the model's remat_policy values by name.
+REMAT = {'none': 'none', 'dots': 'dots_with_no_batch_dims_saveable', 'full': 'full',
+          **{policy: policy for policy in vivit.REMAT_POLICIES}}
 
 
 def flag_config(args: argparse.Namespace) -> ml_collections.ConfigDict:
@@ -269,7 +270,7 @@ def flag_config(args: argparse.Namespace) -> ml_collections.ConfigDict:
   head and loss) and trainer settings (SGD with momentum, clipping), resized to the flags' clips."""
   config = ml_collections.ConfigDict(dict(seed=0))
   config.model = vivit.vivit_config(
-      args.model, variant=args.variant, dtype=args.dtype, remat_policy=_REMAT[args.remat],
+      args.model, variant=args.variant, dtype=args.dtype, remat_policy=REMAT[args.remat],
       scan_layers=args.scan, attention_implementation=args.attention)
   if args.task == 'localisation':
     task = paper_config.ava_task(transfer_steps=0)
@@ -305,7 +306,9 @@ def main():
   model.add_argument('--resolution', type=int, default=112)
   model.add_argument('--dtype', default='float32', choices=('float32', 'bfloat16'))
   model.add_argument('--optimizer', default='sgd', choices=('sgd', 'adamw'))
-  model.add_argument('--remat', default='none', choices=tuple(_REMAT))
+  model.add_argument('--remat', default='dots_saveable', choices=tuple(REMAT),
+                     help="the model's remat_policy ('dots': dots_with_no_batch_dims_saveable); "
+                          "default: the model's own default")
   model.add_argument('--scan', type=lambda v: v.lower() in ('true', '1'), default=True,
                      help='True|False: scan the layers (compile time flat in depth)')
   model.add_argument('--attention', default='xla', choices=vivit.ATTENTION_IMPLEMENTATIONS)

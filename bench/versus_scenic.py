@@ -1,7 +1,7 @@
 """Our train step against a Scenic-style ViViT step on the same batch, taking turns in one process.
 
   python bench/versus_scenic.py [--model=B/16x2] [--frames=8] [--resolution=112] [--batch_size=4]
-      [--rounds=8] [--profile] [--json]
+      [--remat=dots_saveable] [--rounds=8] [--profile] [--json]
 
 Ours is the trainer's own step as `bench/train_step.py --model=...` builds it (spatio-temporal
 ViViT, the paper's Kinetics-700 task, SGD with momentum, clipping at 1), with the layers scanned (the
@@ -45,7 +45,7 @@ from vivit_cofinetune.models import vivit
 def our_step(args: argparse.Namespace, scan: bool):
   """(run one step and wait for it, its host batch) for the trainer's own step."""
   config = train_step_bench.flag_config(argparse.Namespace(
-      model=args.model, variant='spatio_temporal', dtype='float32', remat='none', scan=scan,
+      model=args.model, variant='spatio_temporal', dtype='float32', remat=args.remat, scan=scan,
       attention='xla', task='classification', frames=args.frames, resolution=args.resolution,
       batch_size=args.batch_size, optimizer='sgd'))
   mesh = sharding.make_mesh(config.mesh)
@@ -143,6 +143,8 @@ def main():
   parser.add_argument('--frames', type=int, default=8)
   parser.add_argument('--resolution', type=int, default=112)
   parser.add_argument('--batch_size', type=int, default=4)
+  parser.add_argument('--remat', default='dots_saveable', choices=tuple(train_step_bench.REMAT),
+                      help="our step's remat policy (the Scenic-style step saves everything)")
   parser.add_argument('--rounds', type=int, default=8)
   parser.add_argument('--profile', action='store_true', help='also seconds per step by kind of op')
   parser.add_argument('--json', action='store_true', help='print one JSON object instead of text')
@@ -168,7 +170,7 @@ def main():
   peak = statistics.median(peaks)
   result = {
       'model': args.model, 'clip_shape': [*shape, 3], 'batch_size': args.batch_size,
-      'rounds': args.rounds, 'matmul_peak_flops_per_s': peak,
+      'rounds': args.rounds, 'remat': args.remat, 'matmul_peak_flops_per_s': peak,
       # The same model: equal counts (backbone and Kinetics-700 head) keep the comparison fair.
       'params': {'ours': our_params, 'scenic_style': scenic_params},
       'step_s_median': {name: statistics.median(times) for name, times in seconds.items()},
