@@ -2,10 +2,10 @@
 
   python -m vivit_cofinetune.main --config=configs/demo_cofinetune.py --workdir=/tmp/vivit_demo
 
-Sized for a 2-core CPU: under 2 minutes from a fresh install, generating the synthetic datasets into
+Sized for a 2-core CPU: about 3 minutes on an idle machine, generating the synthetic datasets into
 ~/tensorflow_datasets (config.data_dir) on first use. Expected (docs/results.md; repeatable on one machine):
-classification top-1 0.635 (chance 0.12) and localisation mAP 0.315 (chance 0.114), with head / mid /
-tail AP 0.610 / 0.287 / 0.048.
+classification top-1 0.635 (chance 0.12) and localisation mAP 0.337 (chance 0.114), with head / mid /
+tail AP 0.608 / 0.294 / 0.109.
 Variants: `:variant=factorised_encoder` (or factorised_self_attention, factorised_dot_product) swaps
 the backbone; `:transfer=True` trains the transfer-learning baseline (classification, then
 localisation) on the same total steps.
