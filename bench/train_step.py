@@ -109,9 +109,8 @@ def peak_memory() -> tuple[str, int]:
   return 'host peak RSS (ru_maxrss)', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def run(config: ml_collections.ConfigDict, task_name: str, steps: int, profile: bool = False) -> dict:
-  """Compiles and times `steps` train steps of `task_name`; returns the measurements (with
-  `profile`, also the seconds per step by kind of op, from a trace of two more steps)."""
+def build(config: ml_collections.ConfigDict, task_name: str):
+  """(the trainer's jitted step for `task_name`, its initial state, the tasks, the mesh)."""
   mesh = sharding.make_mesh(config.mesh)
   # Class names and counts only matter to evaluation; not reading them keeps the bench off the data.
   tasks = tasks_lib.make_tasks(config)
@@ -123,7 +122,13 @@ def run(config: ml_collections.ConfigDict, task_name: str, steps: int, profile: 
   trainable = optim.trainable_mask(state.params, config.get('init_from', {}).get('freeze', ()))
   train_step = train.jit_train_step(backbone, tasks[task_name], optimizer, config, trainable,
                                     state_shardings, mesh, rules)
+  return train_step, state, tasks, mesh
 
+
+def run(config: ml_collections.ConfigDict, task_name: str, steps: int, profile: bool = False) -> dict:
+  """Compiles and times `steps` train steps of `task_name`; returns the measurements (with
+  `profile`, also the seconds per step by kind of op, from a trace of two more steps)."""
+  train_step, state, tasks, mesh = build(config, task_name)
   task_config = config.tasks[task_name]
   batch_size = task_config.batch_size
   host_batch = synthetic_batch(tasks[task_name], batch_size, np.random.default_rng(0))

@@ -34,11 +34,7 @@ import optax
 
 from bench import op_profile
 from bench import train_step as train_step_bench
-from vivit_cofinetune import optim
 from vivit_cofinetune import sharding
-from vivit_cofinetune import state as state_lib
-from vivit_cofinetune import tasks as tasks_lib
-from vivit_cofinetune import train
 from vivit_cofinetune.models import vivit
 
 
@@ -48,15 +44,7 @@ def our_step(args: argparse.Namespace, scan: bool):
       model=args.model, variant='spatio_temporal', dtype='float32', remat=args.remat, scan=scan,
       attention='xla', task='classification', frames=args.frames, resolution=args.resolution,
       batch_size=args.batch_size, optimizer='sgd'))
-  mesh = sharding.make_mesh(config.mesh)
-  tasks = tasks_lib.make_tasks(config)
-  backbone = state_lib.make_backbone(config.model)
-  optimizer = optim.make_optimizer(config.optimizer)
-  rules = sharding.logical_rules(config)
-  _, shardings = state_lib.abstract_state(config, backbone, tasks, optimizer, mesh, rules)
-  state = state_lib.initial_state(config, backbone, tasks, optimizer, shardings)
-  step = train.jit_train_step(backbone, tasks['classification'], optimizer, config,
-                              optim.trainable_mask(state.params, ()), shardings, mesh, rules)
+  step, state, tasks, mesh = train_step_bench.build(config, 'classification')
   host_batch = train_step_bench.synthetic_batch(tasks['classification'], args.batch_size,
                                                 np.random.default_rng(0))
   batch = sharding.put_batch(host_batch, mesh)
