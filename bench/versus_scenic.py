@@ -1,7 +1,7 @@
 """Our train step against a Scenic-style ViViT step on the same batch, taking turns in one process.
 
   python bench/versus_scenic.py [--model=B/16x2] [--frames=8] [--resolution=112] [--batch_size=4]
-      [--remat=dots_saveable] [--rounds=8] [--profile] [--json]
+      [--remat=dots_saveable] [--num_layers=N] [--rounds=8] [--profile] [--json]
 
 Ours is the trainer's own step as `bench/train_step.py --model=...` builds it (spatio-temporal
 ViViT, the paper's Kinetics-700 task, SGD with momentum, clipping at 1), with the layers scanned (the
@@ -44,6 +44,7 @@ def our_step(args: argparse.Namespace, scan: bool):
       model=args.model, variant='spatio_temporal', dtype='float32', remat=args.remat, scan=scan,
       attention='xla', task='classification', frames=args.frames, resolution=args.resolution,
       batch_size=args.batch_size, optimizer='sgd'))
+  config.model.num_layers = args.num_layers or config.model.num_layers
   step, state, tasks, mesh = train_step_bench.build(config, 'classification')
   host_batch = train_step_bench.synthetic_batch(tasks['classification'], args.batch_size,
                                                 np.random.default_rng(0))
@@ -99,9 +100,14 @@ class _ScenicStyleViViT(nn.Module):
     return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros)(x[:, 0])
 
 
+def _model_config(args: argparse.Namespace) -> ml_collections.ConfigDict:
+  overrides = {'num_layers': args.num_layers} if args.num_layers else {}
+  return vivit.vivit_config(args.model, **overrides)
+
+
 def scenic_style_step(args: argparse.Namespace, host_batch: dict):
   """Run one step and wait for it: the Scenic-style model, loss and optimizer on the same batch."""
-  model = _ScenicStyleViViT(vivit.vivit_config(args.model), num_classes=700)
+  model = _ScenicStyleViViT(_model_config(args), num_classes=700)
   video = jnp.asarray(host_batch['video'], jnp.float32) / 255.0
   labels = jnp.asarray(host_batch['label'])
   params = model.init(jax.random.key(0), video)
@@ -133,6 +139,7 @@ def main():
   parser.add_argument('--batch_size', type=int, default=4)
   parser.add_argument('--remat', default='dots_saveable', choices=tuple(train_step_bench.REMAT),
                       help="our step's remat policy (the Scenic-style step saves everything)")
+  parser.add_argument('--num_layers', type=int, default=None, help="default: the model's")
   parser.add_argument('--rounds', type=int, default=8)
   parser.add_argument('--profile', action='store_true', help='also seconds per step by kind of op')
   parser.add_argument('--json', action='store_true', help='print one JSON object instead of text')
@@ -154,7 +161,7 @@ def main():
       run()
       seconds[name].append(time.perf_counter() - start)
   shape = (args.frames, args.resolution, args.resolution)
-  step_flops = 3 * vivit.flops_per_clip(vivit.vivit_config(args.model), shape) * args.batch_size
+  step_flops = 3 * vivit.flops_per_clip(_model_config(args), shape) * args.batch_size
   peak = statistics.median(peaks)
   result = {
       'model': args.model, 'clip_shape': [*shape, 3], 'batch_size': args.batch_size,
