@@ -191,7 +191,7 @@ def run(config: ml_collections.ConfigDict, task_name: str, steps: int, profile: 
       'task': task_name, 'kind': task_config.kind, 'batch_size': batch_size,
       'clip_shape': list(clip_shape), 'model_dtype': model_dtype, 'steps': steps,
       'backbone_params': vivit.count_params(config.model, clip_shape[:3]),
-      'total_params': sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(state.params)),
+      'total_params': vivit.num_params(state.params),
       'compile_s': compile_s,
       'compiles_first_call': compiles_first_call,
       'backend_compile_s': sum(compiles[:compiles_first_call]),
@@ -266,8 +266,8 @@ def _table(result: dict) -> str:
 
 
 # --remat: shorthands, or any of the model's remat_policy values by name.
-REMAT = {'none': 'none', 'dots': 'dots_with_no_batch_dims_saveable', 'full': 'full',
-          **{policy: policy for policy in vivit.REMAT_POLICIES}}
+REMAT = {'none': 'none', 'dots': 'dots_with_no_batch_dims_saveable',
+         **{policy: policy for policy in vivit.REMAT_POLICIES}}
 
 
 def flag_config(args: argparse.Namespace) -> ml_collections.ConfigDict:

@@ -57,11 +57,7 @@ def our_step(args: argparse.Namespace, scan: bool):
     holder[0], metrics = step(holder[0], batch, learning_rate)
     jax.block_until_ready((holder[0], metrics))
 
-  return run, host_batch, _count(state.params)
-
-
-def _count(params) -> int:
-  return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(params))
+  return run, host_batch, vivit.num_params(state.params)
 
 
 class _ScenicStyleBlock(nn.Module):
@@ -128,7 +124,7 @@ def scenic_style_step(args: argparse.Namespace, host_batch: dict):
     holder[0], holder[1], loss = step(*holder, video, labels)
     jax.block_until_ready(loss)
 
-  return run, _count(params)
+  return run, vivit.num_params(params)
 
 
 def main():

@@ -638,7 +638,12 @@ def count_params(model_config: ml_collections.ConfigDict, input_shape: Sequence[
   model = ViViT(**model_config)
   shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
                                              jnp.zeros((1, *input_shape, 3)), train=False))
-  return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(shapes))
+  return num_params(shapes)
+
+
+def num_params(tree) -> int:
+  """Elements over every leaf of a param tree (arrays or jax.ShapeDtypeStructs)."""
+  return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(tree))
 
 
 def _print_table(sizes: Sequence[str], input_shape: Sequence[int]):
