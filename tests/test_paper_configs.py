@@ -12,13 +12,11 @@ import fake_releases
 import foreign_checkpoints as foreign
 from vivit_cofinetune import checkpoint
 from vivit_cofinetune import config_lib
-from vivit_cofinetune import optim
 from vivit_cofinetune import paper_config
-from vivit_cofinetune import sharding
-from vivit_cofinetune import state as state_lib
 from vivit_cofinetune import tasks as tasks_lib
 from vivit_cofinetune import train
-from vivit_cofinetune.data import mixture
+from vivit_cofinetune import trainer_setup
+from vivit_cofinetune import schedule as schedule_lib
 from vivit_cofinetune.data import pipeline
 from vivit_cofinetune.data import prepare
 from vivit_cofinetune.tools import convert_checkpoint
@@ -63,7 +61,7 @@ def test_transfer_baseline_and_cofinetuning_train_each_task_on_the_same_steps(na
     steps = {task: config.transfer_steps for task, config in cofinetune.tasks.items()}
 
     def batches(config):
-      schedule = mixture.task_schedule(config.schedule.phases, seed=0, transfer_steps=steps)
+      schedule = schedule_lib.task_schedule(config.schedule.phases, seed=0, transfer_steps=steps)
       return schedule.batches_before(schedule.num_steps)
 
     assert batches(cofinetune) == batches(transfer) == steps
@@ -135,13 +133,7 @@ def test_init_reads_an_image_vit_converted_by_the_docstrings_command(tmp_path):
   convert_checkpoint.convert_checkpoint('big_vision_vit', str(tmp_path / 'vit.npz'), str(converted),
                                         config=local)
   config = load('ava_multi_cofinetune', f'local=True,init={converted}')
-  mesh = sharding.make_mesh(config.mesh)
-  tasks = {name: tasks_lib.make_task(name, task) for name, task in config.tasks.items()}
-  backbone = state_lib.make_backbone(config.model)
-  optimizer = optim.make_optimizer(config.optimizer)
-  _, shardings = state_lib.abstract_state(config, backbone, tasks, optimizer, mesh,
-                                         sharding.logical_rules(config))
-  params = state_lib.initial_state(config, backbone, tasks, optimizer, shardings).params
+  params = trainer_setup.build(config).initial_state().params
   expected = checkpoint.read_params(converted)['backbone']
   jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, params['backbone']),
                expected)
@@ -215,7 +207,7 @@ def test_local_mode_fits_the_datasets_prepared_from_fake_releases(name, prepared
   config_lib.validate_config(config, num_devices=jax.device_count(),
                              known_datasets=pipeline.known_datasets(config))
   # Class names, ids and evaluation files of every dataset fit the tasks (AVA: the 60 eval classes).
-  tasks = tasks_lib.make_tasks(config, tasks_lib.dataset_infos(config))
+  tasks = tasks_lib.make_tasks(config, pipeline.dataset_infos(config))
   assert len(tasks['ava'].labelmap) == len(paper_config.AVA_EVAL_CLASS_IDS)
   for task_name, task in config.tasks.items():
     batch = next(pipeline.train_iterator(task, data_dir=data_dir, seed=0))

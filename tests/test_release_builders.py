@@ -238,9 +238,7 @@ def test_ava_and_ava_kinetics_train_and_evaluate_as_one_task(tmp_path):
   assert batch['box_mask'].any()
   # Evaluation scores against both official val CSVs, one after the other.
   task.eval_class_ids = list(range(1, 81))
-  localisation = tasks_lib.make_task('ava', task, class_names=info.class_names,
-                                     class_ids=info.class_ids,
-                                     evaluation_files=info.evaluation_files)
+  localisation = tasks_lib.make_task('ava', task, info)
   groundtruth = localisation.groundtruth({}, [])
   rows = [row for path in info.evaluation_files['groundtruth'] for row in csv.reader(open(path))]
   assert len(groundtruth) == len(rows)

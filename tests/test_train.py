@@ -16,11 +16,10 @@ from vivit_cofinetune import config_lib
 from vivit_cofinetune import evaluate
 from vivit_cofinetune import optim
 from vivit_cofinetune import param_paths
-from vivit_cofinetune import sharding
 from vivit_cofinetune import state as state_lib
-from vivit_cofinetune import tasks as tasks_lib
 from vivit_cofinetune import train
-from vivit_cofinetune.data import mixture
+from vivit_cofinetune import trainer_setup
+from vivit_cofinetune import schedule as schedule_lib
 from vivit_cofinetune.data import pipeline
 from vivit_cofinetune.tools import predict
 
@@ -150,7 +149,7 @@ def test_each_part_keeps_its_own_learning_rate_and_step_count(trained):
   config, workdir, _ = trained
   final = workdir / 'checkpoints' / '8' / 'state'
   state = checkpoint._restore_as_numpy(final)  # pylint: disable=protected-access
-  schedule = mixture.task_schedule(
+  schedule = schedule_lib.task_schedule(
       config.schedule.phases, seed=config.seed,
       transfer_steps={name: task.transfer_steps for name, task in config.tasks.items()})
   tasks_of_steps = [schedule.task_of_step(step) for step in range(8)]
@@ -197,11 +196,8 @@ def test_eval_mode_reproduces_the_final_evaluation(trained, tmp_path):
 def write_random_checkpoint(config, workdir: pathlib.Path) -> None:
   """A workdir whose checkpoint holds random params, heads included, as the trainer saves it:
   unlike a few training steps, they give different videos different top classes."""
-  backbone = state_lib.make_backbone(config.model)
-  optimizer = optim.make_optimizer(config.optimizer)
-  abstract, _ = state_lib.abstract_state(
-      config, backbone, tasks_lib.make_tasks(config, tasks_lib.dataset_infos(config)), optimizer,
-      sharding.make_mesh(config.mesh), sharding.logical_rules(config))
+  setup = trainer_setup.build(config, pipeline.dataset_infos(config))
+  abstract, optimizer = setup.abstract_state, setup.optimizer
   rng = np.random.default_rng(0)
 
   def value(path, leaf):

@@ -11,9 +11,9 @@ from vivit_cofinetune import sharding
 from vivit_cofinetune import tasks as tasks_lib
 from vivit_cofinetune.tasks import localisation
 
-# Mixture weights may be numbers or one of these rules (see data/mixture.py).
+# Mixture weights may be numbers or one of these rules (see schedule.py).
 WEIGHT_RULES = ('steps', 'size', 'uniform')
-# What one learning-rate warm-up and cosine spans (see optim.learning_rate_at).
+# What one learning-rate warm-up and cosine spans (see schedule.learning_rate_at).
 SCHEDULE_SPANS = ('phase', 'run')
 
 

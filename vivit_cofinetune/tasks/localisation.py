@@ -33,8 +33,10 @@ class LocalisationTask(base.Task):
   """Sigmoid cross-entropy over the valid boxes of each clip's keyframe, reduced over classes by
   `class_reduction` and averaged over the valid boxes."""
 
-  def __init__(self, name, config, **kwargs):
-    super().__init__(name, config, **kwargs)
+  PREDICTION_INPUTS = {'boxes': '[N, 4] or [B, N, 4] (y1, x1, y2, x2 in [0, 1])'}
+
+  def __init__(self, name, config, info=None):
+    super().__init__(name, config, info)
     head_config = config.get('head', {})
     self.head = heads.RoIActionHead(
         num_classes=self.num_classes, roi_size=head_config.get('roi_size', 7),
@@ -68,6 +70,9 @@ class LocalisationTask(base.Task):
                 box_mask=jax.ShapeDtypeStruct(boxes, jnp.bool_),
                 labels=jax.ShapeDtypeStruct((*boxes, self.num_classes), jnp.float32))
 
+  def init_batch(self):
+    return {'boxes': jnp.zeros((1, self.config.get('max_boxes', 1), 4), jnp.float32)}
+
   def head_args(self, tokens, cls_token, batch):
     return (tokens, batch['boxes'])
 
@@ -78,6 +83,9 @@ class LocalisationTask(base.Task):
     loss = (per_box * valid).sum() / jnp.maximum(valid.sum(), 1.0)
     return loss, {'loss': loss, 'boxes_per_clip': valid.sum() / jnp.maximum(
         batch['mask'].astype(jnp.float32).sum(), 1.0)}
+
+  def probabilities(self, logits):
+    return jax.nn.sigmoid(logits.astype(jnp.float32))  # independent per class
 
   def eval_outputs(self, logits, batch):
     keys = ('boxes', 'frame_boxes', 'box_mask', 'gt_boxes', 'gt_box_mask', 'gt_labels',

@@ -32,6 +32,7 @@ import numpy as np
 
 from vivit_cofinetune import checkpoint
 from vivit_cofinetune import tasks as tasks_lib
+from vivit_cofinetune.tasks import base as tasks_base
 from vivit_cofinetune.models import vivit
 
 
@@ -84,15 +85,17 @@ def _clips(clip: np.ndarray) -> np.ndarray:
   return clip
 
 
-def _boxes(boxes: np.ndarray | None, num_clips: int, kind: str, task: str) -> np.ndarray | None:
+def _boxes(boxes: np.ndarray | None, num_clips: int, head_task: tasks_base.Task
+           ) -> np.ndarray | None:
   """[N, 4] or [B, N, 4] -> float32 [B, N, 4]; None for heads that take no boxes."""
-  if kind != 'localisation':
+  task, kind = head_task.name, head_task.config.kind
+  if 'boxes' not in head_task.PREDICTION_INPUTS:
     if boxes is not None:
       raise PredictError(f'--boxes: task {task} has a {kind} head, which takes no boxes')
     return None
   if boxes is None:
-    raise PredictError(f'--boxes: task {task} has a localisation head; give boxes [N, 4] or '
-                       '[B, N, 4] (y1, x1, y2, x2 in [0, 1])')
+    raise PredictError(f'--boxes: task {task} has a {kind} head; give boxes '
+                       f'{head_task.PREDICTION_INPUTS["boxes"]}')
   boxes = np.asarray(boxes, np.float32)
   if boxes.ndim == 2:
     boxes = np.broadcast_to(boxes[None], (num_clips, *boxes.shape))
@@ -169,12 +172,8 @@ class Predictor:
 
     @jax.jit
     def forward(params, clips, batch):
-      # uint8 pixels are normalised with the task's mean/std, as the train and eval steps do.
-      tokens, pooled = backbone.apply({'params': params['backbone']},
-                                      head_task.model_input(clips), train=False)
-      logits = head_task.head.apply({'params': params['head']},
-                                    *head_task.head_args(tokens, pooled, batch), train=False)
-      return logits, tokens, pooled
+      # The train and eval steps' own forward pass (uint8 pixels normalised the same way).
+      return head_task.forward(backbone, params, dict(batch, video=clips), train=False)
 
     self._params = {'backbone': params['backbone'], 'head': params['heads'][self.task]}
     self._forward = forward
@@ -182,7 +181,7 @@ class Predictor:
   def __call__(self, clip: np.ndarray, boxes: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Outputs on clip [T, H, W, 3] or [B, T, H, W, 3] (normalised floats); see `predict`."""
     clips = _clips(clip)
-    boxes = _boxes(boxes, clips.shape[0], self.kind, self.task)
+    boxes = _boxes(boxes, clips.shape[0], self.head_task)
     batch = {} if boxes is None else {'boxes': jnp.asarray(boxes)}
     if self._forward is None:
       self._load()
@@ -197,6 +196,7 @@ class Predictor:
           'embeddings fix the frame count and crop size to those the checkpoint was made for.'
       ) from error
     outputs = {'task': self.task, 'kind': self.kind, 'logits': np.asarray(logits),
+               'probabilities': np.asarray(self.head_task.probabilities(logits)),
                'tokens': np.asarray(tokens)}
     if pooled is not None:
       outputs['pooled'] = np.asarray(pooled)
@@ -208,7 +208,8 @@ def predict(checkpoint_dir: str | pathlib.Path, clip: np.ndarray, *,
             task: str | None = None) -> dict[str, np.ndarray]:
   """Backbone and one head (train=False) on clip [T, H, W, 3] or [B, T, H, W, 3].
 
-  Returns {'task', 'kind', 'logits' [B, C] or [B, N, C], 'tokens' [B, t, h, w, D], and 'pooled'
+  Returns {'task', 'kind', 'logits' [B, C] or [B, N, C], 'probabilities' (the task's: softmax, or a
+  sigmoid per class), 'tokens' [B, t, h, w, D], and 'pooled'
   [B, D] where the backbone has one}. `config` (an experiment config) is needed for a training
   workdir without config.json; `boxes` ([N, 4] or [B, N, 4]) for a localisation head.
   """
@@ -220,12 +221,10 @@ def summary(outputs: dict, top_k: int = 3) -> str:
   logits = outputs['logits']
   shapes = ', '.join(f'{key} {list(outputs[key].shape)}' for key in ('logits', 'tokens', 'pooled')
                      if key in outputs)
-  if outputs['kind'] == 'localisation':  # independent sigmoid per class
-    first, where = logits[0, 0], 'clip 0 box 0'
-    scores = 1 / (1 + np.exp(-first))
-  else:
-    first, where = logits[0], 'clip 0'
-    scores = np.exp(first - first.max()) / np.exp(first - first.max()).sum()
+  # The first clip's (and, for a head that scores boxes, its first box's) class scores.
+  first = logits.reshape(-1, logits.shape[-1])[0]
+  where = 'clip 0' + ' box 0' * (logits.ndim == 3)
+  scores = np.asarray(outputs['probabilities']).reshape(-1, logits.shape[-1])[0]
   top = np.argsort(-first)[:top_k]
   classes = ', '.join(f'{index} ({float(scores[index]):.3f})' for index in top)
   return f'{outputs["task"]} ({outputs["kind"]}): {shapes}; top classes of {where}: {classes}'

@@ -14,7 +14,7 @@ the AVA detector format `video_id,timestamp,x1,y1,x2,y2,,score` (coordinates in 
 timestamps the whole seconds of the keyframes in the file's timeline). Each keyframe's clip is built
 as localisation evaluation builds it: num_frames frames every frame_stride-th at --fps (default: the
 training dataset's frame rate), the keyframe in the middle (frame num_frames // 2), clamped at the
-ends of the video, whole frames letterboxed (data/pipeline.eval_frames), the boxes placed on them.
+ends of the video, whole frames letterboxed (tasks/localisation_examples.eval_frames), the boxes placed on them.
 Boxes scoring under --min_score (default: the task's detector_score_threshold) are dropped, as in
 evaluation. Writes OUTPUT/<video_id>_detections.csv, the official AVA detections format (one row per
 box and class, the sigmoid of the head's logits, the training task's class ids).
@@ -57,6 +57,8 @@ from vivit_cofinetune.data import video_ops
 from vivit_cofinetune.data.builders import ava as ava_builders
 from vivit_cofinetune.data.builders import video_io
 from vivit_cofinetune.metrics import ava
+from vivit_cofinetune.tasks import base as tasks_base
+from vivit_cofinetune.tasks import localisation_examples
 from vivit_cofinetune.tools import predict
 
 # AVA's frame rate, for a dataset that states none (the synthetic sets render their frames).
@@ -257,7 +259,7 @@ def _check_keyframes(seconds: Sequence[int], video: DecodedFrames, path: str) ->
 
 def _letterboxed(inputs: ml_collections.ConfigDict) -> Callable[[np.ndarray], np.ndarray]:
   def prepare(frame):
-    video, _ = pipeline.eval_frames(
+    video, _ = localisation_examples.eval_frames(
         tf.constant(frame[None]), crop_size=int(inputs.crop_size),
         mean=tuple(inputs.get('mean', pipeline.INPUT_DEFAULTS['mean'])),
         eval_resize=inputs.get('eval_resize', pipeline.INPUT_DEFAULTS['eval_resize']))
@@ -267,7 +269,7 @@ def _letterboxed(inputs: ml_collections.ConfigDict) -> Callable[[np.ndarray], np
 
 def _placement(inputs: ml_collections.ConfigDict, height: int, width: int) -> np.ndarray:
   """Where eval_frames puts a height x width picture on the model input: (y0, x0, h, w), [0, 1]."""
-  _, placement = pipeline.eval_frames(
+  _, placement = localisation_examples.eval_frames(
       tf.zeros([1, height, width, 3], tf.uint8), crop_size=int(inputs.crop_size),
       mean=tuple(inputs.get('mean', pipeline.INPUT_DEFAULTS['mean'])),
       eval_resize=inputs.get('eval_resize', pipeline.INPUT_DEFAULTS['eval_resize']))
@@ -445,7 +447,9 @@ def visualise(checkpoint_dir: str, video_path: str, output_dir: str, *,
   if names is None:
     logging.warning('Task %s: its dataset is not prepared under config.data_dir, so the captions '
                     'show class indices, not names.', task)
-  task_object = tasks_lib.make_task(task, predictor.task_config, class_names=names, class_ids=ids)
+  task_object = tasks_lib.make_task(task, predictor.task_config, tasks_base.DatasetInfo(
+      num_classes=predictor.task_config.num_classes, class_names=names, num_train_examples=0,
+      train_class_counts=None, class_ids=ids) if names else None)
   video_id = pathlib.Path(video_path).stem
   output = pathlib.Path(output_dir)
   output.mkdir(parents=True, exist_ok=True)
