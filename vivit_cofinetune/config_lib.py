@@ -9,7 +9,6 @@ import ml_collections
 
 from vivit_cofinetune import sharding
 from vivit_cofinetune import tasks as tasks_lib
-from vivit_cofinetune.tasks import localisation
 
 # Mixture weights may be numbers or one of these rules (see schedule.py).
 WEIGHT_RULES = ('steps', 'size', 'uniform')
@@ -89,17 +88,10 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int, num_
     factor = task.get('learning_rate_factor', 1.0)
     if not isinstance(factor, numbers.Real) or factor < 0:
       raise ConfigError(f'{field}.learning_rate_factor={factor!r}: expected a number >= 0')
-    protocol = task.get('eval_protocol', 'activitynet')
-    if protocol not in localisation.EVAL_PROTOCOLS:
-      raise ConfigError(f'{field}.eval_protocol={protocol!r}: expected one of '
-                        f'{list(localisation.EVAL_PROTOCOLS)}')
-    if 'class_reduction' in task:
-      if task.kind != 'localisation':
-        raise ConfigError(f'{field}.class_reduction: only localisation tasks have it (the sigmoid '
-                          f'loss over classes); this task is {task.kind!r}')
-      if task.class_reduction not in localisation.CLASS_REDUCTIONS:
-        raise ConfigError(f'{field}.class_reduction={task.class_reduction!r}: expected one of '
-                          f'{list(localisation.CLASS_REDUCTIONS)}')
+    try:  # the fields only this task's kind reads
+      tasks_lib.TASK_KINDS[task.kind].check_config(field, task)
+    except ValueError as error:
+      raise ConfigError(str(error)) from error
 
   phases = config.get('schedule', {}).get('phases')
   if not phases:

@@ -64,6 +64,23 @@ class Task:
     self._mean = np.asarray(inputs.get('mean', DEFAULT_MEAN), np.float32)
     self._std = np.asarray(inputs.get('std', DEFAULT_STD), np.float32)
 
+  # Fields of config.tasks.<name> that only some kinds read: a task of another kind that sets one
+  # is told so (field -> the kinds that read it, for the message).
+  KIND_FIELDS: Mapping[str, str] = {'class_reduction': 'localisation',
+                                    'eval_protocol': 'localisation'}
+
+  @classmethod
+  def check_config(cls, field: str, config: ml_collections.ConfigDict) -> None:
+    """Raises ValueError naming `field`.<key> for a value this kind cannot use (before anything
+    compiles); the base class rejects the fields of other kinds."""
+    for key, kinds in cls.KIND_FIELDS.items():
+      if key in config and key not in cls.OWN_FIELDS:
+        raise ValueError(f'{field}.{key}: only {kinds} tasks have it; this task is '
+                         f'{config.get("kind")!r}')
+
+  # The kind-specific fields this kind reads (subclasses list theirs).
+  OWN_FIELDS: tuple[str, ...] = ()
+
   def check_dataset(self, info: DatasetInfo) -> None:
     """Raises ValueError naming the config field when the dataset does not fit the task."""
     if info.class_names and len(info.class_names) != self.num_classes:

@@ -34,6 +34,15 @@ class LocalisationTask(base.Task):
   `class_reduction` and averaged over the valid boxes."""
 
   PREDICTION_INPUTS = {'boxes': '[N, 4] or [B, N, 4] (y1, x1, y2, x2 in [0, 1])'}
+  OWN_FIELDS = ('class_reduction', 'eval_protocol')
+
+  @classmethod
+  def check_config(cls, field, config):
+    super().check_config(field, config)
+    for key, choices in (('eval_protocol', list(EVAL_PROTOCOLS)),
+                         ('class_reduction', list(CLASS_REDUCTIONS))):
+      if key in config and config[key] not in choices:
+        raise ValueError(f'{field}.{key}={config[key]!r}: expected one of {choices}')
 
   def __init__(self, name, config, info=None):
     super().__init__(name, config, info)
