@@ -63,6 +63,8 @@ from vivit_cofinetune.tools import predict
 
 # AVA's frame rate, for a dataset that states none (the synthetic sets render their frames).
 DEFAULT_FPS = 30.0
+# Kinds the tool draws (each with a video report registered in tasks/), in the order --task's
+# default looks for them.
 MODES = ('localisation', 'classification')
 TOP_K = 5
 # A keyframe's predictions are drawn on the frames within this many seconds of it.
@@ -93,7 +95,7 @@ class ClipSampling:
 
 
 def choose_task(task: str | None, mode: str | None, task_configs: dict, source: str) -> str:
-  """--task, else the first task of --mode's kind, else localisation, else classification."""
+  """--task, else the first task of --mode's kind, else of the first kind of MODES."""
   if task is not None:
     if task not in task_configs:
       raise VisualiseError(f'--task={task}: unknown task; {source} has {sorted(task_configs)}')
@@ -377,6 +379,60 @@ def classify(predictor: predict.Predictor, inputs: ml_collections.ConfigDict, vi
   return rows, overlays, video
 
 
+@dataclasses.dataclass(frozen=True)
+class ReportRequest:
+  """What a kind's video report gets: the model, its task, the clip settings and the tool's flags."""
+  predictor: predict.Predictor
+  task: tasks_base.Task
+  inputs: ml_collections.ConfigDict
+  video_path: str
+  video_id: str
+  sampling: ClipSampling
+  batch_size: int
+  boxes_path: str | None
+  min_score: float | None
+  output: pathlib.Path
+
+
+def localisation_report(request: ReportRequest):
+  """Localisation's video report: the person boxes of --boxes scored for every class; returns
+  (the detections CSV, what it holds, the overlays by second, the decoded video)."""
+  task, inputs = request.task, request.inputs
+  if request.boxes_path is None:
+    raise VisualiseError(f'--boxes: task {task.name} localises; give a CSV of person boxes '
+                         '(video_id,timestamp,x1,y1,x2,y2,,score)')
+  threshold = inputs.get('detector_score_threshold',
+                         pipeline.INPUT_DEFAULTS['detector_score_threshold'])
+  keyframes = read_person_boxes(request.boxes_path, request.video_id)
+  keyframes = _confident(keyframes, threshold if request.min_score is None else request.min_score,
+                         request.boxes_path)
+  detections, overlays, video = localise(request.predictor, inputs, request.video_path, keyframes,
+                                         request.sampling, request.batch_size, task.class_names,
+                                         task.class_ids, request.video_id)
+  csv_path = request.output / f'{request.video_id}_detections.csv'
+  ava.write_csv(str(csv_path), detections)
+  what = (f'{len(detections)} detections ({len(keyframes)} keyframes x boxes x '
+          f'{task.num_classes} classes)')
+  return csv_path, what, overlays, video
+
+
+def classification_report(request: ReportRequest):
+  """Classification's video report: the top classes of a clip at every second; returns (the top-k
+  CSV, what it holds, the overlays by second, the decoded video)."""
+  if request.boxes_path is not None:
+    raise VisualiseError(f'--boxes: task {request.task.name} is a classification task, which '
+                         'takes no boxes')
+  rows, overlays, video = classify(request.predictor, request.inputs, request.video_path,
+                                   request.sampling, request.batch_size, request.task.class_names,
+                                   request.video_id)
+  csv_path = request.output / f'{request.video_id}_top{TOP_K}.csv'
+  with open(csv_path, 'w', newline='') as file:
+    writer = csv.writer(file)
+    writer.writerow(['video_id', 'timestamp', 'rank', 'class_index', 'class_name', 'score'])
+    writer.writerows(rows)
+  return csv_path, f'top-{TOP_K} of {len(overlays)} clips', overlays, video
+
+
 # ---------------------------------------------------------------------------------- drawing ---
 
 
@@ -453,32 +509,11 @@ def visualise(checkpoint_dir: str, video_path: str, output_dir: str, *,
   video_id = pathlib.Path(video_path).stem
   output = pathlib.Path(output_dir)
   output.mkdir(parents=True, exist_ok=True)
-  if predictor.kind == 'localisation':
-    if boxes_path is None:
-      raise VisualiseError(f'--boxes: task {task} localises; give a CSV of person boxes '
-                           '(video_id,timestamp,x1,y1,x2,y2,,score)')
-    threshold = inputs.get('detector_score_threshold',
-                           pipeline.INPUT_DEFAULTS['detector_score_threshold'])
-    keyframes = read_person_boxes(boxes_path, video_id)
-    keyframes = _confident(keyframes, threshold if min_score is None else min_score, boxes_path)
-    detections, overlays, video = localise(predictor, inputs, video_path, keyframes, sampling,
-                                           batch_size, task_object.class_names,
-                                           task_object.class_ids, video_id)
-    csv_path = output / f'{video_id}_detections.csv'
-    ava.write_csv(str(csv_path), detections)
-    what = (f'{len(detections)} detections ({len(keyframes)} keyframes x boxes x '
-            f'{task_object.num_classes} classes)')
-  else:
-    if boxes_path is not None:
-      raise VisualiseError(f'--boxes: task {task} is a classification task, which takes no boxes')
-    rows, overlays, video = classify(predictor, inputs, video_path, sampling, batch_size,
-                                     task_object.class_names, video_id)
-    csv_path = output / f'{video_id}_top{TOP_K}.csv'
-    with open(csv_path, 'w', newline='') as file:
-      writer = csv.writer(file)
-      writer.writerow(['video_id', 'timestamp', 'rank', 'class_index', 'class_name', 'score'])
-      writer.writerows(rows)
-    what = f'top-{TOP_K} of {len(overlays)} clips'
+  request = ReportRequest(predictor=predictor, task=task_object, inputs=inputs,
+                          video_path=video_path, video_id=video_id, sampling=sampling,
+                          batch_size=batch_size, boxes_path=boxes_path, min_score=min_score,
+                          output=output)
+  csv_path, what, overlays, video = tasks_lib.video_report_for(predictor.kind)(request)
   video_out = output / f'{video_id}_{task}_annotated.mp4'
   frames, height, width = write_annotated_video(video_path, str(video_out), overlays, video.rate)
   summary = (f'{task} ({predictor.kind}) at {fps:g} fps: {what} -> {csv_path}; {frames} frames '
