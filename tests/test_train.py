@@ -38,6 +38,7 @@ def tiny_config(data_dir: pathlib.Path, steps: int = 8):
   config.optimizer.warmup_steps = 2
   config.log_every, config.eval_every, config.checkpoint_every = 2, steps, steps // 2
   config.async_checkpointing = False
+  config.compilation_cache = False  # the session's cache (conftest.py)
   return config
 
 
@@ -115,6 +116,7 @@ def scalars(workdir: pathlib.Path) -> dict[str, dict[int, float]]:
 
 def test_tensorboard_values_match_the_schedule_and_the_results(trained):
   config, workdir, _ = trained
+  assert not (workdir / 'profile').exists()  # profiled only when config.profile_steps asks
   written = scalars(workdir)
   for tag in ('synthetic_loc/per_class_ap', 'synthetic_loc/keyframes'):
     assert tag in written, (tag, sorted(written))

@@ -42,7 +42,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                              num_processes=jax.process_count(),
                              known_datasets=pipeline.known_datasets(config))
   _use_compilation_cache(workdir / 'compilation_cache' if config.get('compilation_cache', True)
-                         else None)
+                         else _PROCESS_COMPILATION_CACHE)
   infos = pipeline.dataset_infos(config)
   setup = trainer_setup.build(config, infos)
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
@@ -141,7 +141,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   return results
 
 
-def _use_compilation_cache(directory: epath.Path | None) -> None:
+# The process's own cache (jax's setting when this module was imported, e.g. from
+# $JAX_COMPILATION_CACHE_DIR), which a run with compilation_cache=False uses: a test suite or a
+# sweep then shares one cache over all its runs.
+_PROCESS_COMPILATION_CACHE = jax.config.jax_compilation_cache_dir
+
+
+def _use_compilation_cache(directory: epath.Path | str | None) -> None:
   """Keeps every compiled program in `directory` (None: nowhere), so a rerun (a resume after
   preemption, the next run of a config) loads its steps instead of compiling them again."""
   directory = directory and str(directory)
