@@ -217,6 +217,13 @@ def test_flip_swaps_left_and_right_classes(kind, data_dir):
       expected = swap[plain_labels] if kind == 'classification' else plain_labels[..., swap]
       np.testing.assert_array_equal(flip_labels, expected)
       swapped_examples += int(not np.array_equal(flip_labels, plain_labels))
+      if kind == 'localisation':
+        # The boxes are mirrored with the pixels: (y1, x1, y2, x2) -> (y1, 1 - x2, y2, 1 - x1).
+        valid = plain_batch['box_mask'][row]
+        np.testing.assert_array_equal(flip_batch['box_mask'][row], valid)
+        y1, x1, y2, x2 = plain_batch['boxes'][row][valid].T
+        np.testing.assert_allclose(flip_batch['boxes'][row][valid],
+                                   np.stack([y1, 1 - x2, y2, 1 - x1], axis=-1), atol=1e-6)
   assert swapped_examples > 0
 
 

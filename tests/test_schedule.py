@@ -1,4 +1,5 @@
 """The co-finetuning schedule: determinism and task frequencies."""
+import ml_collections
 import numpy as np
 import pytest
 
@@ -76,3 +77,26 @@ def test_a_mixed_batch_phase_trains_every_task_at_every_step_with_weights_summin
   assert schedule.batches_before(6) == {'loc': 6, 'cls': 0}
   assert schedule.batches_before(10) == {'loc': 10, 'cls': 4}
   assert schedule.batches_before(15) == {'loc': 12, 'cls': 7}
+
+
+def test_learning_rates_scale_every_part_a_task_trains_by_its_factor():
+  config = ml_collections.ConfigDict(dict(
+      seed=0,
+      tasks=dict(a=dict(learning_rate_factor=0.5), b=dict(), c=dict(learning_rate_factor=2.0)),
+      optimizer=dict(base_learning_rate=0.1, warmup_steps=0),
+      schedule=dict(phases=[dict(steps=4, mixture=dict(a=1.0, b=1.0)),
+                            dict(steps=2, mixture=dict(a=3.0, c=1.0), mixed_batches=True)])))
+  run = schedule_lib.make_schedule(config)
+  for step in range(4):  # one task per step: its factor scales backbone and head alike
+    name, = run.tasks.tasks_of_step(step)
+    rate = run.learning_rate(step)
+    factor = {'a': 0.5, 'b': 1.0}[name]
+    rates = run.learning_rates(step)
+    assert rates['backbone'] == pytest.approx(rate * factor)
+    assert rates['heads'] == {name: pytest.approx(rate * factor)}
+  # A mixed step: each head at its own factor, the backbone at the loss-weighted mean factor.
+  # Weights 3:1 scaled to sum to 2 tasks: a 1.5, c 0.5 -> (1.5 * 0.5 + 0.5 * 2.0) / 2 = 0.875.
+  rate = run.learning_rate(4)
+  rates = run.learning_rates(4)
+  assert rates['backbone'] == pytest.approx(rate * 0.875)
+  assert rates['heads'] == {'a': pytest.approx(rate * 0.5), 'c': pytest.approx(rate * 2.0)}
