@@ -11,8 +11,8 @@ H = num_heads, K = D // H, L = num_layers, Lt = num_temporal_layers, (pt, ph, pw
   <encoder>/pos_embedding     [1, c + N, D]       (only when position_embedding == 'learned'; the CLS
                                                    position comes first, as in Scenic's ViViT)
   <encoder>/layers/<block>    every leaf with a leading [L] axis (scan_layers=True), or
-  <encoder>/layers_<i>/<block> one subtree per layer (scan_layers=False); `stack_layers` and
-                              `unstack_layers` convert between the two.
+  <encoder>/layers_<i>/<block> one subtree per layer (scan_layers=False); models/convert.py's `stack_layers`
+                              and `unstack_layers` convert between the two.
   <encoder>/encoder_norm/{scale, bias}  [D]
 
   <block> for 'spatio_temporal', 'factorised_encoder' and 'factorised_dot_product':
@@ -46,7 +46,7 @@ Outputs, all variants: (tokens [B, t, h, w, D] after the final LayerNorm, float3
     its outputs when classifier == 'mean'), always present, since the temporal encoder only feeds it.
   The factorised self-attention and dot-product variants have no CLS token (as in Scenic): use 'mean'.
 """
-import argparse
+import dataclasses
 import functools
 from typing import Any, Sequence
 
@@ -55,6 +55,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+
+from vivit_cofinetune.models import attention as attention_kernels
 
 VARIANTS = ('spatio_temporal', 'factorised_encoder', 'factorised_self_attention',
             'factorised_dot_product')
@@ -65,11 +67,6 @@ SIZES = {  # name: (hidden_size, num_layers, mlp_dim, num_heads)
     'L': (1024, 24, 4096, 16),
     'H': (1280, 32, 5120, 16),
 }
-# 'xla': plain XLA softmax attention (any backend). 'cudnn': cuDNN's fused flash attention (NVIDIA
-# GPUs, bfloat16, head dim a multiple of 8). 'splash': the Pallas splash (flash) attention kernel for
-# TPUs. The fused ones never build the [N, N] weights, which at ViViT-L's 3,137 tokens per clip are
-# most of the activation memory.
-ATTENTION_IMPLEMENTATIONS = ('xla', 'cudnn', 'splash')
 REMAT_POLICIES = {
     'full': None,  # save nothing: recompute the whole block in the backward pass
     'dots_saveable': jax.checkpoint_policies.dots_saveable,
@@ -92,32 +89,15 @@ def vivit_config(name: str, **overrides: Any) -> ml_collections.ConfigDict:
   except (ValueError, KeyError) as error:
     raise ValueError(f'vivit_config: name {name!r} should look like "B/16x2" with size in '
                      f'{sorted(SIZES)}') from error
-  variant = overrides.get('variant', 'spatio_temporal')
-  config = dict(
-      variant=variant,
-      hidden_size=hidden_size,
-      num_layers=num_layers,
-      mlp_dim=mlp_dim,
-      num_heads=num_heads,
-      patch_size=(patch_t, patch_hw, patch_hw),
-      num_temporal_layers=4,
+  variant = overrides.get('variant', ViViT.variant)
+  # Every field's default is the ViViT field's, so a field is defaulted in one place.
+  config = {field.name: field.default for field in dataclasses.fields(ViViT)
+            if field.name not in ('parent', 'name')}
+  config.update(
+      variant=variant, hidden_size=hidden_size, num_layers=num_layers, mlp_dim=mlp_dim,
+      num_heads=num_heads, patch_size=(patch_t, patch_hw, patch_hw),
       # Scenic's factorised self-attention and dot-product variants have no CLS token.
-      classifier='token' if variant in ('spatio_temporal', 'factorised_encoder') else 'mean',
-      position_embedding='learned',
-      patch_embedding='tubelet',
-      dropout_rate=0.0,
-      attention_dropout_rate=0.0,
-      stochastic_depth=0.0,
-      stochastic_depth_schedule='linear',
-      # Saves the matmuls' outputs and recomputes LayerNorm, softmax and GELU in the backward pass:
-      # with scanned layers every saved tensor is also stacked, zeroed and copied per layer, so
-      # saving less made the ViViT-B step 5-9% faster than 'none' and its temporaries 32% smaller
-      # (docs/benchmarks.md).
-      remat_policy='dots_saveable',
-      scan_layers=True,
-      attention_implementation='xla',  # one of ATTENTION_IMPLEMENTATIONS
-      dtype='float32',
-  )
+      classifier='token' if variant in ('spatio_temporal', 'factorised_encoder') else 'mean')
   unknown = set(overrides) - set(config)
   if unknown:
     raise ValueError(f'vivit_config: unknown fields {sorted(unknown)}; known: {sorted(config)}')
@@ -151,74 +131,6 @@ def sinusoidal_3d_embedding(grid: Sequence[int], channels: int) -> jnp.ndarray:
     codes += [np.sin(angles), np.cos(angles)]
   code = np.concatenate(codes + [np.zeros((t * h * w, channels - 6 * part), np.float32)], axis=1)
   return jnp.asarray(code.reshape(t, h, w, channels))
-
-
-# Splash attention's tile: sequences are padded to a whole number of these.
-SPLASH_BLOCK = 128
-
-
-def splash_attention(query, key, value, *, interpret: bool = False) -> jnp.ndarray:
-  """Softmax attention on [B, N, H, K] with the Pallas TPU splash (flash) attention kernel.
-
-  N is padded to whole SPLASH_BLOCK tiles; the padding is a second segment, so real tokens never
-  attend to it. `interpret` runs the kernel in the Pallas interpreter (any backend; tests only).
-  One kernel call per device: under a mesh that shards the batch, XLA gathers its inputs (a
-  shard_map over the batch axes would keep them sharded).
-  """
-  # pylint: disable-next=g-import-not-at-top (Pallas TPU pulls in Mosaic; only this option needs it)
-  from jax.experimental.pallas.ops.tpu import splash_attention as splash
-  b, n, heads, k = query.shape
-  padded = -(-n // SPLASH_BLOCK) * SPLASH_BLOCK
-  blocks = splash.BlockSizes(**{field: SPLASH_BLOCK for field in (
-      'block_q', 'block_kv', 'block_kv_compute', 'block_q_dkv', 'block_kv_dkv',
-      'block_kv_dkv_compute', 'block_q_dq', 'block_kv_dq')})
-  kernel = splash.make_splash_mha_single_device(
-      splash.MultiHeadMask([splash.FullMask((padded, padded))] * heads), block_sizes=blocks,
-      interpret=interpret)
-  segment = (jnp.arange(padded) >= n).astype(jnp.int32)
-
-  def heads_first(x):  # [B, N, H, K] -> [B, H, padded, K]
-    return jnp.pad(x, ((0, 0), (0, padded - n), (0, 0), (0, 0))).transpose(0, 2, 1, 3)
-
-  # The kernel does not scale the logits.
-  query = query / np.sqrt(k).astype(query.dtype)
-  out = jax.vmap(kernel, in_axes=(0, 0, 0, None))(
-      heads_first(query), heads_first(key), heads_first(value), splash.SegmentIds(segment, segment))
-  return out.transpose(0, 2, 1, 3)[:, :n]
-
-
-def _attend(query, key, value, dropout_rate: float, deterministic: bool, implementation: str,
-            module: nn.Module):
-  """Softmax attention on [B, N, H, K] -> [B, N, H, K]; fused kernel unless attention dropout is on."""
-  fused = deterministic or dropout_rate == 0.0
-  if fused and implementation == 'splash':
-    if jax.default_backend() != 'tpu':
-      raise ValueError(f"ViViT attention_implementation='splash' needs a TPU; this backend is "
-                       f"{jax.default_backend()!r} (use 'xla', or 'cudnn' on NVIDIA GPUs)")
-    return splash_attention(query, key, value)
-  if fused and implementation == 'cudnn':
-    return jax.nn.dot_product_attention(query, key, value, implementation='cudnn')
-  # Heads first, so both batched matmuls take contiguous [B, H] batches: on XLA's CPU backend
-  # jax.nn.dot_product_attention's [B, N, H, K] einsums made their own transposes and ran slower
-  # (2-7% of a ViViT-B step, docs/benchmarks.md).
-  query, key, value = (x.transpose(0, 2, 1, 3) for x in (query, key, value))
-  logits = jnp.einsum('bhqk,bhvk->bhqv', query, key) / np.sqrt(query.shape[-1]).astype(query.dtype)
-  weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-  if not fused:
-    keep = jax.random.bernoulli(module.make_rng('dropout'), 1.0 - dropout_rate, weights.shape)
-    weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)
-  return jnp.einsum('bhqv,bhvk->bhqk', weights.astype(value.dtype), value).transpose(0, 2, 1, 3)
-
-
-def _attend_along(query, key, value, axis: str, **kwargs):
-  """Attention over one axis of [B, t, s, H, K] tensors: 'time' (t) or 'space' (s)."""
-  b, t, s, heads, k = query.shape
-  if axis == 'time':
-    fold = lambda x: x.transpose(0, 2, 1, 3, 4).reshape(b * s, t, heads, k)
-    out = _attend(fold(query), fold(key), fold(value), **kwargs)
-    return out.reshape(b, s, t, heads, k).transpose(0, 2, 1, 3, 4)
-  fold = lambda x: x.reshape(b * t, s, heads, k)
-  return _attend(fold(query), fold(key), fold(value), **kwargs).reshape(b, t, s, heads, k)
 
 
 class _DenseGeneral(nn.Module):
@@ -277,22 +189,23 @@ class SelfAttention(nn.Module):
         kernel_axes=('embed', 'heads', 'kv'), bias_axes=('heads', 'kv'))
     query, key, value = (nn.with_logical_constraint(project(name=name)(x), HEADS)
                          for name in ('query', 'key', 'value'))
-    kwargs = dict(dropout_rate=self.dropout_rate, deterministic=self.deterministic,
-                  implementation=self.implementation, module=self)
+    kwargs = dict(implementation=self.implementation, dropout_rate=self.dropout_rate,
+                  dropout_rng=None if self.deterministic else lambda: self.make_rng('dropout'))
     if self.axis == 'joint':
-      out = _attend(query, key, value, **kwargs)
+      out = attention_kernels.attend(query, key, value, **kwargs)
     else:
       as_grid = lambda y: y.reshape(b, *self.grid, *y.shape[2:])
       query, key, value = as_grid(query), as_grid(key), as_grid(value)
+      along = functools.partial(attention_kernels.attend_along, **kwargs)
       if self.axis in ('time', 'space'):
-        out = _attend_along(query, key, value, self.axis, **kwargs)
+        out = along(query, key, value, self.axis)
       else:
         if self.num_heads % 2:
           raise ValueError(f'ViViT factorised_dot_product needs an even num_heads, got {self.num_heads}')
         half = self.num_heads // 2
         out = jnp.concatenate([
-            _attend_along(query[..., :half, :], key[..., :half, :], value[..., :half, :], 'time', **kwargs),
-            _attend_along(query[..., half:, :], key[..., half:, :], value[..., half:, :], 'space', **kwargs),
+            along(query[..., :half, :], key[..., :half, :], value[..., :half, :], 'time'),
+            along(query[..., half:, :], key[..., half:, :], value[..., half:, :], 'space'),
         ], axis=-2)
       out = out.reshape(b, n, self.num_heads, head_dim)
     out = nn.with_logical_constraint(out, HEADS)
@@ -487,16 +400,20 @@ class ViViT(nn.Module):
   attention_dropout_rate: float = 0.0
   stochastic_depth: float = 0.0
   stochastic_depth_schedule: str = 'linear'
-  remat_policy: str = 'none'
+  # Saves the matmuls' outputs and recomputes LayerNorm, softmax and GELU in the backward pass:
+  # with scanned layers every saved tensor is also stacked, zeroed and copied per layer, so saving
+  # less made the ViViT-B step 5-9% faster than 'none' and its temporaries 32% smaller
+  # (docs/benchmarks.md). 'none' saves everything; REMAT_POLICIES lists the others.
+  remat_policy: str = 'dots_saveable'
   scan_layers: bool = True
-  attention_implementation: str = 'xla'
+  attention_implementation: str = 'xla'  # one of attention.ATTENTION_IMPLEMENTATIONS
   dtype: str = 'float32'
 
   def _check(self):
     choices = dict(variant=VARIANTS, classifier=('token', 'mean'),
                    position_embedding=('learned', 'sinusoidal_3d', 'none'),
                    patch_embedding=('tubelet', 'frame_2d'), dtype=('float32', 'bfloat16'),
-                   attention_implementation=ATTENTION_IMPLEMENTATIONS)
+                   attention_implementation=attention_kernels.ATTENTION_IMPLEMENTATIONS)
     for field, allowed in choices.items():
       if getattr(self, field) not in allowed:
         raise ValueError(f'ViViT {field}: expected one of {allowed}, got {getattr(self, field)!r}')
@@ -551,117 +468,3 @@ class ViViT(nn.Module):
       pooled = out[:, 0] if has_cls else None
     tokens = nn.with_logical_constraint(tokens, GRID)
     return tokens, pooled
-
-
-def _layer_subtrees(params: dict, stacked: bool):
-  """Yields the dicts (at any depth) holding scanned 'layers' or unrolled 'layers_<i>' entries."""
-  if not isinstance(params, dict):
-    return
-  if ('layers' in params) if stacked else ('layers_0' in params):
-    yield params
-  for value in params.values():
-    yield from _layer_subtrees(value, stacked)
-
-
-def stack_layers(params: dict) -> dict:
-  """Params of a scan_layers=False model -> the same params for scan_layers=True (plain dicts)."""
-  params = plain_params(params)
-  for tree in list(_layer_subtrees(params, stacked=False)):
-    names = sorted((k for k in tree if k.startswith('layers_')), key=lambda k: int(k[7:]))
-    tree['layers'] = jax.tree.map(lambda *xs: jnp.stack(xs), *[tree.pop(k) for k in names])
-  return params
-
-
-def unstack_layers(params: dict) -> dict:
-  """Params of a scan_layers=True model -> the same params for scan_layers=False (plain dicts)."""
-  params = plain_params(params)
-  for tree in list(_layer_subtrees(params, stacked=True)):
-    stacked = tree.pop('layers')
-    count = jax.tree.leaves(stacked)[0].shape[0]
-    for index in range(count):
-      tree[f'layers_{index}'] = jax.tree.map(lambda x, i=index: x[i], stacked)
-  return params
-
-
-def plain_params(tree):
-  """Nested plain dicts of arrays (boxed logical-partitioning metadata removed)."""
-  tree = nn.meta.unbox(tree)
-  if hasattr(tree, 'items'):
-    return {key: plain_params(value) for key, value in tree.items()}
-  return tree
-
-
-def flops_per_clip(model_config: ml_collections.ConfigDict | dict, input_shape: Sequence[int]) -> float:
-  """Analytic forward FLOPs (2 x multiply-adds) for one clip of input_shape (T, H, W).
-
-  Counts the patch embedding, attention projections, attention matmuls (QK^T and AV) and MLPs;
-  ignores LayerNorm, softmax, GELU and bias adds (well under 1% for Ti and larger).
-  """
-  config = dict(model_config)
-  d, m, layers = config['hidden_size'], config['mlp_dim'], config['num_layers']
-  pt, ph, pw = config['patch_size']
-  t, h, w = (size // patch for size, patch in zip(input_shape, (pt, ph, pw)))
-  cls = 1 if config.get('classifier', 'token') == 'token' else 0
-  grid = t * h * w
-  embedding = 2 * grid * pt * ph * pw * 3 * d
-
-  def dense_per_token(num_attention_layers: int) -> float:
-    return 2 * (num_attention_layers * 4 * d * d + 2 * d * m)
-
-  def attention_matmuls(queries: int, keys: int, width: int) -> float:
-    return 2 * 2 * queries * keys * width  # QK^T and weights x V
-
-  variant = config.get('variant', 'spatio_temporal')
-  if variant == 'spatio_temporal':
-    n = grid + cls
-    per_layer = n * dense_per_token(1) + attention_matmuls(n, n, d)
-    return embedding + layers * per_layer
-  if variant == 'factorised_encoder':
-    frame = h * w + cls
-    spatial = t * (frame * dense_per_token(1) + attention_matmuls(frame, frame, d))
-    n = t + cls
-    temporal = n * dense_per_token(1) + attention_matmuls(n, n, d)
-    return embedding + layers * spatial + config['num_temporal_layers'] * temporal
-  if variant == 'factorised_self_attention':
-    per_layer = (grid * dense_per_token(2) + attention_matmuls(grid, t, d)
-                 + attention_matmuls(grid, h * w, d))
-    return embedding + layers * per_layer
-  if variant == 'factorised_dot_product':
-    per_layer = (grid * dense_per_token(1) + attention_matmuls(grid, t, d / 2)
-                 + attention_matmuls(grid, h * w, d / 2))
-    return embedding + layers * per_layer
-  raise ValueError(f'flops_per_clip: unknown variant {variant!r}')
-
-
-def count_params(model_config: ml_collections.ConfigDict, input_shape: Sequence[int]) -> int:
-  """Number of backbone parameters for clips of input_shape (T, H, W) (abstract init, no memory)."""
-  model = ViViT(**model_config)
-  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
-                                             jnp.zeros((1, *input_shape, 3)), train=False))
-  return num_params(shapes)
-
-
-def num_params(tree) -> int:
-  """Elements over every leaf of a param tree (arrays or jax.ShapeDtypeStructs)."""
-  return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(tree))
-
-
-def _print_table(sizes: Sequence[str], input_shape: Sequence[int]):
-  """Markdown table of params and GFLOPs per clip for every variant and size."""
-  print(f'| model | variant | params (M) | GFLOPs per clip ({"x".join(map(str, input_shape))}) |')
-  print('|---|---|---|---|')
-  for size in sizes:
-    for variant in VARIANTS:
-      config = vivit_config(f'{size}/16x2', variant=variant)
-      print(f'| {size}/16x2 | {variant} | {count_params(config, input_shape) / 1e6:.1f} | '
-            f'{flops_per_clip(config, input_shape) / 1e9:.0f} |')
-
-
-if __name__ == '__main__':
-  parser = argparse.ArgumentParser(description='ViViT parameter counts and FLOPs per clip.')
-  parser.add_argument('--count', action='store_true', help='print the table for docs/models.md')
-  parser.add_argument('--sizes', default='B,L')
-  parser.add_argument('--input_shape', default='32,224,224')
-  args = parser.parse_args()
-  if args.count:
-    _print_table(args.sizes.split(','), [int(v) for v in args.input_shape.split(',')])
