@@ -1,4 +1,5 @@
-"""Softmax attention kernels on [B, N, H, K] query, key and value: plain XLA, cuDNN and splash.
+"""Softmax attention kernels on [B, N, H, K] query, key and value (plain XLA, cuDNN and splash), and
+the 3D rotary position code that V-JEPA 2 applies to queries and keys.
 
 `attend` picks the kernel; `attend_along` runs it over one axis of a [B, t, s, H, K] token grid, as
 the factorised ViViT variants need. The model (models/vivit.py) owns the projections around them.
@@ -85,3 +86,30 @@ def attend_along(query, key, value, axis: str, **kwargs) -> jnp.ndarray:
     return out.reshape(b, s, t, heads, k).transpose(0, 2, 1, 3, 4)
   fold = lambda x: x.reshape(b * t, s, heads, k)
   return attend(fold(query), fold(key), fold(value), **kwargs).reshape(b, t, s, heads, k)
+
+
+def rope_3d_tables(grid: tuple[int, int, int], head_dim: int) -> tuple[np.ndarray, np.ndarray]:
+  """(cos, sin) [t*h*w, 3 * part] of the 3D rotary position code, part = 2 * (head_dim // 6).
+
+  V-JEPA 2's layout: the first `part` channels of a head rotate with the token's frame index, the
+  next `part` with its row, the next with its column, and the rest (head_dim - 3 * part) are left
+  alone. Within one part, channel pair (2i, 2i + 1) rotates by position * omega_{i mod part/2},
+  omega_j = 10000^(-j / (part / 2)): the frequencies repeat over the part's two halves.
+  """
+  part = 2 * ((head_dim // 3) // 2)
+  omega = 1.0 / 10_000 ** (np.arange(part // 2, dtype=np.float64) / (part / 2))
+  positions = np.stack(np.meshgrid(*(np.arange(size) for size in grid), indexing='ij'), -1)
+  positions = positions.reshape(-1, 3).astype(np.float64)
+  angles = np.concatenate([np.tile(positions[:, axis:axis + 1] * omega, 2) for axis in range(3)],
+                          axis=1)
+  return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
+
+
+def rope_3d(x: jnp.ndarray, grid: tuple[int, int, int]) -> jnp.ndarray:
+  """Rotates queries or keys [B, N, H, K] (N = t*h*w tokens, time-major) by their 3D position."""
+  cos, sin = rope_3d_tables(grid, x.shape[-1])
+  rotated, rest = x[..., :cos.shape[1]], x[..., cos.shape[1]:]
+  # (x_2i, x_2i+1) -> (-x_2i+1, x_2i): the quarter turn of every channel pair.
+  turned = jnp.stack([-rotated[..., 1::2], rotated[..., 0::2]], axis=-1).reshape(rotated.shape)
+  cos, sin = (jnp.asarray(table[:, None, :], x.dtype) for table in (cos, sin))
+  return jnp.concatenate([rotated * cos + turned * sin, rest], axis=-1)

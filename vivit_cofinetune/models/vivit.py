@@ -72,7 +72,6 @@ REMAT_POLICIES = {
     'dots_saveable': jax.checkpoint_policies.dots_saveable,
     'dots_with_no_batch_dims_saveable': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
-LAYER_NORM_EPSILON = 1e-6
 # Logical axes of activations (sharding.DEFAULT_RULES maps them, apart from the params' axes).
 TOKENS = ('act_batch', 'act_len', 'act_embed')  # [B, N, D]
 GRID = ('act_batch', 'act_time', 'act_height', 'act_width', 'act_embed')  # [B, t, h, w, D]
@@ -110,8 +109,8 @@ def _param_init(init, *axes):
   return nn.with_logical_partitioning(init, axes)
 
 
-def _layer_norm(name: str, dtype) -> nn.LayerNorm:
-  return nn.LayerNorm(epsilon=LAYER_NORM_EPSILON, dtype=dtype, name=name,
+def _layer_norm(name: str, dtype, epsilon: float) -> nn.LayerNorm:
+  return nn.LayerNorm(epsilon=epsilon, dtype=dtype, name=name,
                       scale_init=_param_init(nn.initializers.ones, 'embed'),
                       bias_init=_param_init(nn.initializers.zeros, 'embed'))
 
@@ -145,6 +144,7 @@ class _DenseGeneral(nn.Module):
   kernel_axes: tuple[str, ...]
   bias_axes: tuple[str, ...]
   dtype: Any
+  use_bias: bool = True
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -156,12 +156,14 @@ class _DenseGeneral(nn.Module):
 
     kernel = self.param('kernel', _param_init(kernel_init, *self.kernel_axes),
                         (*in_shape, *self.features), jnp.float32)
-    bias = self.param('bias', _param_init(nn.initializers.zeros, *self.bias_axes), self.features,
-                      jnp.float32)
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
     contracted = tuple(range(x.ndim - self.contract, x.ndim))
     y = jax.lax.dot_general(x, kernel, ((contracted, tuple(range(self.contract))), ((), ())))
-    return y + bias
+    if not self.use_bias:
+      return y
+    bias = self.param('bias', _param_init(nn.initializers.zeros, *self.bias_axes), self.features,
+                      jnp.float32)
+    return y + bias.astype(y.dtype)
 
 
 class SelfAttention(nn.Module):
@@ -169,6 +171,8 @@ class SelfAttention(nn.Module):
 
   axis: 'joint' (all N tokens), 'time' or 'space' (tokens form a [t, s] grid, N = t * s), or
   'time_and_space' (first half of the heads attend over time, second half over space).
+  key_bias: False leaves the key projection without a bias (VideoMAE's); rope_grid: the (t, h, w)
+  token grid whose 3D rotary position code rotates queries and keys ('joint' only), or None.
   """
   num_heads: int
   axis: str
@@ -177,6 +181,8 @@ class SelfAttention(nn.Module):
   deterministic: bool
   implementation: str
   dtype: Any
+  key_bias: bool = True
+  rope_grid: tuple[int, int, int] | None = None
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -187,8 +193,11 @@ class SelfAttention(nn.Module):
     project = functools.partial(
         _DenseGeneral, features=(self.num_heads, head_dim), contract=1, dtype=self.dtype,
         kernel_axes=('embed', 'heads', 'kv'), bias_axes=('heads', 'kv'))
-    query, key, value = (nn.with_logical_constraint(project(name=name)(x), HEADS)
-                         for name in ('query', 'key', 'value'))
+    query, key, value = (
+        nn.with_logical_constraint(project(name=name, use_bias=name != 'key' or self.key_bias)(x), HEADS)
+        for name in ('query', 'key', 'value'))
+    if self.rope_grid is not None:
+      query, key = (attention_kernels.rope_3d(y, self.rope_grid) for y in (query, key))
     kwargs = dict(implementation=self.implementation, dropout_rate=self.dropout_rate,
                   dropout_rng=None if self.deterministic else lambda: self.make_rng('dropout'))
     if self.axis == 'joint':
@@ -215,15 +224,18 @@ class SelfAttention(nn.Module):
 
 # Recomputed in the backward pass from its input: saving tanh-GELU's intermediates keeps three more
 # [B, N, mlp_dim] buffers per layer, which scanned layers also stack and copy (docs/benchmarks.md).
-_gelu = jax.checkpoint(nn.gelu)
+GELUS = {'tanh': jax.checkpoint(functools.partial(nn.gelu, approximate=True)),
+         'exact': jax.checkpoint(functools.partial(nn.gelu, approximate=False))}
 
 
 class Mlp(nn.Module):
-  """Transformer MLP: Dense(M) -> GELU -> dropout -> Dense(D) -> dropout."""
+  """Transformer MLP: Dense(M) -> GELU ('tanh' approximation or 'exact' erf) -> dropout -> Dense(D)
+  -> dropout."""
   mlp_dim: int
   dropout_rate: float
   deterministic: bool
   dtype: Any
+  gelu: str = 'tanh'
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -231,7 +243,7 @@ class Mlp(nn.Module):
     y = dense(self.mlp_dim, name='hidden',
               kernel_init=_param_init(nn.initializers.xavier_uniform(), 'embed', 'mlp'),
               bias_init=_param_init(nn.initializers.normal(stddev=1e-6), 'mlp'))(x)
-    y = nn.with_logical_constraint(_gelu(y), HIDDEN)
+    y = nn.with_logical_constraint(GELUS[self.gelu](y), HIDDEN)
     y = nn.Dropout(self.dropout_rate)(y, self.deterministic)
     y = dense(x.shape[-1], name='output',
               kernel_init=_param_init(nn.initializers.xavier_uniform(), 'mlp', 'embed'),
@@ -255,6 +267,10 @@ class EncoderBlock(nn.Module):
   deterministic: bool
   attention_implementation: str
   dtype: Any
+  layer_norm_epsilon: float
+  gelu: str
+  key_bias: bool
+  rope_grid: tuple[int, int, int] | None
 
   def _drop_path(self, branch: jnp.ndarray, rate) -> jnp.ndarray:
     # Scenic drops a residual branch per example and does not rescale the kept ones.
@@ -269,18 +285,20 @@ class EncoderBlock(nn.Module):
     attend = functools.partial(SelfAttention, num_heads=self.num_heads, grid=self.grid,
                                dropout_rate=self.attention_dropout_rate,
                                deterministic=self.deterministic,
-                               implementation=self.attention_implementation, dtype=self.dtype)
+                               implementation=self.attention_implementation, dtype=self.dtype,
+                               key_bias=self.key_bias, rope_grid=self.rope_grid)
+    norm = functools.partial(_layer_norm, dtype=self.dtype, epsilon=self.layer_norm_epsilon)
     if self.attention == 'factorised_self_attention':
       stages = [('temporal_', 'time'), ('spatial_', 'space')]
     else:
       stages = [('', 'time_and_space' if self.attention == 'factorised_dot_product' else 'joint')]
     for prefix, axis in stages:
-      y = _layer_norm(f'{prefix}attention_norm', self.dtype)(x)
+      y = norm(f'{prefix}attention_norm')(x)
       y = attend(axis=axis, name=f'{prefix}attention')(y)
       y = nn.Dropout(self.dropout_rate)(y, self.deterministic)
       x = x + self._drop_path(y, drop_rate)
-    y = _layer_norm('mlp_norm', self.dtype)(x)
-    y = Mlp(self.mlp_dim, self.dropout_rate, self.deterministic, self.dtype, name='mlp')(y)
+    y = norm('mlp_norm')(x)
+    y = Mlp(self.mlp_dim, self.dropout_rate, self.deterministic, self.dtype, self.gelu, name='mlp')(y)
     return nn.with_logical_constraint(x + self._drop_path(y, drop_rate), TOKENS), None
 
 
@@ -304,6 +322,11 @@ class Encoder(nn.Module):
   scan_layers: bool
   attention_implementation: str
   dtype: Any
+  layer_norm_epsilon: float
+  gelu: str
+  key_bias: bool
+  final_norm: bool  # False: the output is left unnormalised (the pooled vector gets fc_norm)
+  rope_grid: tuple[int, int, int] | None = None
 
   def drop_rates(self) -> np.ndarray:
     """Per-layer stochastic-depth rate [num_layers]."""
@@ -339,7 +362,9 @@ class Encoder(nn.Module):
                       num_heads=self.num_heads, dropout_rate=self.dropout_rate,
                       attention_dropout_rate=self.attention_dropout_rate,
                       drop_path=self.stochastic_depth > 0, deterministic=not train,
-                      attention_implementation=self.attention_implementation, dtype=self.dtype)
+                      attention_implementation=self.attention_implementation, dtype=self.dtype,
+                      layer_norm_epsilon=self.layer_norm_epsilon, gelu=self.gelu,
+                      key_bias=self.key_bias, rope_grid=self.rope_grid)
     drop_rates = self.drop_rates()
     if self.scan_layers:
       scanned = nn.scan(block, variable_axes={'params': 0}, split_rngs={'params': True, 'dropout': True},
@@ -349,7 +374,9 @@ class Encoder(nn.Module):
     else:
       for index in range(self.num_layers):
         x, _ = block(**block_args, name=f'layers_{index}')(x, drop_rates[index])
-    return _layer_norm('encoder_norm', jnp.float32)(x)
+    if not self.final_norm:
+      return x.astype(jnp.float32)
+    return _layer_norm('encoder_norm', jnp.float32, self.layer_norm_epsilon)(x)
 
 
 class PatchEmbedding(nn.Module):
@@ -408,18 +435,35 @@ class ViViT(nn.Module):
   scan_layers: bool = True
   attention_implementation: str = 'xla'  # one of attention.ATTENTION_IMPLEMENTATIONS
   dtype: str = 'float32'
+  # Numerics of other checkpoints (models/convert.py sets them): Scenic's are the defaults;
+  # Hugging Face VideoMAE uses epsilon 1e-12, VideoMAE and V-JEPA 2 the exact GELU.
+  layer_norm_epsilon: float = 1e-6
+  gelu: str = 'tanh'  # 'tanh' approximation or 'exact' (erf)
+  key_bias: bool = True  # False: no key-projection bias (VideoMAE's is fixed at zero)
+  # 'tokens': the encoder's final LayerNorm normalises every token (Scenic, ViViT, V-JEPA 2).
+  # 'pooled': tokens stay unnormalised and pooled = fc_norm(mean of the tokens) (VideoMAE's mean
+  # pooling); spatio_temporal with classifier='mean' only.
+  final_norm: str = 'tokens'
 
   def _check(self):
     choices = dict(variant=VARIANTS, classifier=('token', 'mean'),
-                   position_embedding=('learned', 'sinusoidal_3d', 'none'),
+                   position_embedding=('learned', 'sinusoidal_3d', 'rope_3d', 'none'),
                    patch_embedding=('tubelet', 'frame_2d'), dtype=('float32', 'bfloat16'),
-                   attention_implementation=attention_kernels.ATTENTION_IMPLEMENTATIONS)
+                   attention_implementation=attention_kernels.ATTENTION_IMPLEMENTATIONS,
+                   gelu=tuple(GELUS), final_norm=('tokens', 'pooled'))
     for field, allowed in choices.items():
       if getattr(self, field) not in allowed:
         raise ValueError(f'ViViT {field}: expected one of {allowed}, got {getattr(self, field)!r}')
     if self.classifier == 'token' and self.variant in ('factorised_self_attention',
                                                        'factorised_dot_product'):
       raise ValueError(f"ViViT variant {self.variant!r} has no CLS token: set classifier='mean'")
+    plain_mean = self.variant == 'spatio_temporal' and self.classifier == 'mean'
+    if self.position_embedding == 'rope_3d' and not plain_mean:
+      raise ValueError("ViViT position_embedding='rope_3d' needs variant='spatio_temporal' and "
+                       f"classifier='mean', got {self.variant!r} and {self.classifier!r}")
+    if self.final_norm == 'pooled' and not plain_mean:
+      raise ValueError("ViViT final_norm='pooled' needs variant='spatio_temporal' and "
+                       f"classifier='mean', got {self.variant!r} and {self.classifier!r}")
     if self.patch_embedding == 'frame_2d' and self.patch_size[0] != 1:
       raise ValueError(f"ViViT patch_embedding='frame_2d' needs patch_size[0] == 1, "
                        f'got patch_size {tuple(self.patch_size)}')
@@ -448,7 +492,8 @@ class ViViT(nn.Module):
         attention_dropout_rate=self.attention_dropout_rate, stochastic_depth=self.stochastic_depth,
         stochastic_depth_schedule=self.stochastic_depth_schedule, remat_policy=self.remat_policy,
         scan_layers=self.scan_layers, attention_implementation=self.attention_implementation,
-        dtype=dtype)
+        dtype=dtype, layer_norm_epsilon=self.layer_norm_epsilon, gelu=self.gelu,
+        key_bias=self.key_bias, final_norm=self.final_norm == 'tokens')
     has_cls = self.classifier == 'token'
 
     if self.variant == 'factorised_encoder':
@@ -462,9 +507,12 @@ class ViViT(nn.Module):
       pooled = video_tokens[:, 0] if has_cls else video_tokens.mean(axis=1)
     else:
       attention = 'joint' if self.variant == 'spatio_temporal' else self.variant
+      rope_grid = (t, h, w) if self.position_embedding == 'rope_3d' else None
       out = encoder(num_layers=self.num_layers, attention=attention, grid=(t, h * w),
-                    name='encoder')(x.reshape(b, t * h * w, d), train=train)
+                    rope_grid=rope_grid, name='encoder')(x.reshape(b, t * h * w, d), train=train)
       tokens = out[:, int(has_cls):].reshape(b, t, h, w, d)
       pooled = out[:, 0] if has_cls else None
+      if self.final_norm == 'pooled':
+        pooled = _layer_norm('fc_norm', jnp.float32, self.layer_norm_epsilon)(out.mean(axis=1))
     tokens = nn.with_logical_constraint(tokens, GRID)
     return tokens, pooled
