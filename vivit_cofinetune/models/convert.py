@@ -91,7 +91,7 @@ def _rename(tree: Mapping, names: Mapping[str, str], source: str) -> dict:
   return {ours: tree[theirs] for theirs, ours in names.items()}
 
 
-def _check_shapes(converted: Mapping, template: Mapping, source: str):
+def check_shapes(converted: Mapping, template: Mapping, source: str):
   """Every param of `template` present with the same shape in `converted`, and nothing else."""
   converted_flat, template_flat = param_paths.flatten(converted), param_paths.flatten(template)
   missing = sorted(set(template_flat) - set(converted_flat))
@@ -190,11 +190,12 @@ def inflate_patch_kernel(kernel: np.ndarray, frames: int, method: str) -> np.nda
   raise ValueError(f"kernel_init: expected 'central_frame' or 'average', got {method!r}")
 
 
-def resize_grid(grid: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-  """Bilinear resize of [h, w, D] to [size[0], size[1], D] with corners aligned.
+def resize_grid(grid: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
+  """Linear resize of [*axes, D] (e.g. [h, w, D] or [t, h, w, D]) to [*size, D], corners aligned.
 
   Corner-aligned linear interpolation is what big_vision and Scenic use (scipy.ndimage.zoom with
-  order=1) for position embeddings; written here in numpy because scipy is not a dependency.
+  order=1) for position embeddings; written here in numpy because scipy is not a dependency. It is
+  separable: one interpolation matrix per axis.
   """
   def weights(old: int, new: int):
     """Interpolation matrix [new, old] along one axis."""
@@ -207,8 +208,10 @@ def resize_grid(grid: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     np.add.at(matrix, (np.arange(new), high), fraction)
     return matrix
 
-  rows, cols = weights(grid.shape[0], size[0]), weights(grid.shape[1], size[1])
-  resized = np.einsum('ah,bw,hwd->abd', rows, cols, grid.astype(np.float64))
+  resized = grid.astype(np.float64)
+  for axis, new in enumerate(size):
+    resized = np.moveaxis(np.tensordot(weights(grid.shape[axis], new), resized, axes=(1, axis)),
+                          0, axis)
   return resized.astype(grid.dtype)
 
 
@@ -371,7 +374,7 @@ def init_from_image_vit(vit_params: Mapping, our_params_template: Mapping,
     count = len(_unstack(template['temporal_encoder'], 'model'))
     _replace_layers(temporal, copy.deepcopy(vit_blocks[:count]), config.get('scan_layers', True))
     temporal['encoder_norm'] = copy.deepcopy(encoder['encoder_norm'])
-  _check_shapes(converted, template, source)
+  check_shapes(converted, template, source)
   return converted
 
 
