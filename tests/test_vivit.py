@@ -381,7 +381,8 @@ def test_stochastic_depth_one_drops_every_block():
       num_layers=3, stochastic_depth=0.4, stochastic_depth_schedule='linear', attention='joint',
       grid=None, mlp_dim=1, num_heads=1, classifier='mean', position_embedding='none', dropout_rate=0.0,
       attention_dropout_rate=0.0, remat_policy='none', scan_layers=True, attention_implementation='xla',
-      dtype=jnp.float32)).tolist() == \
+      dtype=jnp.float32, layer_norm_epsilon=1e-6, gelu='tanh', key_bias=True,
+      final_norm=True)).tolist() == \
       pytest.approx([0.0, 0.2, 0.4])
 
 
@@ -462,3 +463,22 @@ def test_fused_attention_matches_xla(implementation):
   jax.tree.map(lambda a, b: np.testing.assert_allclose(
       np.float32(a), np.float32(b), atol=5e-2 * float(np.abs(np.float32(b)).max()) + 1e-6),
       fused_grads, xla_grads)
+
+
+def test_model_defaults_are_the_config_defaults():
+  # One source of truth: a ViViT built without a config runs as vivit_config's model does.
+  model, config = vivit.ViViT(), vivit.vivit_config('B/16x2')
+  assert model.remat_policy == config.remat_policy == 'dots_saveable'
+  for field, value in config.items():
+    assert getattr(model, field) == (tuple(value) if field == 'patch_size' else value), field
+
+
+@pytest.mark.parametrize('overrides, message', [
+    (dict(position_embedding='rope_3d'), "rope_3d' needs variant='spatio_temporal' and classifier='mean'"),
+    (dict(final_norm='pooled'), "final_norm='pooled' needs"),
+    (dict(gelu='fast'), 'gelu: expected one of'),
+])
+def test_checkpoint_numerics_options_say_what_they_need(overrides, message):
+  model = vivit.ViViT(**_config(**overrides))
+  with pytest.raises(ValueError, match=message):
+    model.init(jax.random.PRNGKey(0), jnp.zeros((1, 4, 16, 16, 3)), train=False)

@@ -13,11 +13,13 @@ H = num_heads, K = D // H, L = num_layers, Lt = num_temporal_layers, (pt, ph, pw
   <encoder>/layers/<block>    every leaf with a leading [L] axis (scan_layers=True), or
   <encoder>/layers_<i>/<block> one subtree per layer (scan_layers=False); models/convert.py's `stack_layers`
                               and `unstack_layers` convert between the two.
-  <encoder>/encoder_norm/{scale, bias}  [D]
+  <encoder>/encoder_norm/{scale, bias}  [D]  (absent when final_norm == 'pooled')
+  fc_norm/{scale, bias}       [D]                 (only when final_norm == 'pooled')
 
   <block> for 'spatio_temporal', 'factorised_encoder' and 'factorised_dot_product':
     attention_norm/{scale, bias}              [D]
-    attention/{query, key, value}/kernel      [D, H, K];  .../bias [H, K]
+    attention/{query, key, value}/kernel      [D, H, K];  .../bias [H, K] (no key bias when
+                                              key_bias is False)
     attention/out/kernel                      [H, K, D];  attention/out/bias [D]
     mlp_norm/{scale, bias}                    [D]
     mlp/hidden/kernel [D, M], mlp/hidden/bias [M], mlp/output/kernel [M, D], mlp/output/bias [D]
@@ -27,9 +29,11 @@ H = num_heads, K = D // H, L = num_layers, Lt = num_temporal_layers, (pt, ph, pw
 
   <encoder> is 'encoder' (N = t*h*w) for every variant except 'factorised_encoder', which has
   'spatial_encoder' (N = h*w, shared by all frames, L layers) and 'temporal_encoder' (N = t, Lt layers).
-  'sinusoidal_3d' position embeddings have no params (added once to the [t, h, w] patch grid).
+  'sinusoidal_3d' position embeddings have no params (added once to the [t, h, w] patch grid), nor
+  does 'rope_3d' (V-JEPA 2's rotary code, applied to queries and keys in every layer).
 
-Numerics follow Scenic's ViViT so converted checkpoints agree: LayerNorm epsilon 1e-6, tanh-approximate
+Numerics follow Scenic's ViViT by default so converted checkpoints agree (layer_norm_epsilon, gelu,
+key_bias and final_norm reproduce VideoMAE's and V-JEPA 2's): LayerNorm epsilon 1e-6, tanh-approximate
 GELU, xavier-uniform attention and MLP kernels, MLP biases normal(1e-6), learned position embeddings
 normal(0.02), CLS zeros, dropout after the position embedding, on attention outputs, after the GELU and
 after the MLP output; attention-weight dropout inside attention; stochastic depth drops each residual
@@ -40,7 +44,8 @@ has stochastic depth too (training only; inference numerics are unaffected).
 
 Outputs, all variants: (tokens [B, t, h, w, D] after the final LayerNorm, float32; pooled [B, D] or None).
   spatio_temporal, factorised_self_attention, factorised_dot_product: tokens = the encoder's output
-    grid; pooled = the CLS output when classifier == 'token', else None.
+    grid; pooled = the CLS output when classifier == 'token', fc_norm(mean of the tokens) when
+    final_norm == 'pooled', else None.
   factorised_encoder: tokens = the spatial encoder's output grid (per-frame features, after its
     encoder_norm); pooled = the temporal encoder's video representation (its CLS output, or the mean of
     its outputs when classifier == 'mean'), always present, since the temporal encoder only feeds it.
