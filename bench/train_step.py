@@ -18,7 +18,7 @@ Builds the backbone, heads, optimizer, sharded state and jitted step with the tr
 (trainer_setup.build and its train_step) and feeds one random batch of the
 task's shapes, already on the devices, so the time is the step alone (no input pipeline). The batch's
 host-to-device copy, which the trainer pays every step, is timed on its own (put_batch_s).
-Model FLOP/s = 3 x analytic forward FLOPs of the backbone (models/vivit.flops_per_clip) x batch / step
+Model FLOP/s = 3 x analytic forward FLOPs of the backbone (models/flops.flops_per_clip) x batch / step
 time. The matmul peak is the fastest of a large jitted matmul in the model's dtype, timed in the same
 process before and after the steps, so every MFU is a ratio of one run: mfu (median step /
 peak), mfu_best (fastest step / peak) and mfu_paired (median over steps of the step's rate over the
@@ -49,6 +49,8 @@ from vivit_cofinetune import paper_config
 from vivit_cofinetune import sharding
 from vivit_cofinetune import state as state_lib
 from vivit_cofinetune import trainer_setup
+from vivit_cofinetune.models import attention
+from vivit_cofinetune.models import flops
 from vivit_cofinetune.models import vivit
 from vivit_cofinetune.tasks import base as tasks_base
 
@@ -171,7 +173,7 @@ def run(config: ml_collections.ConfigDict, task_name: str, steps: int, profile: 
 
   step_time = statistics.median(step_times)
   clip_shape = state_lib.input_shape(task_config)
-  flops_per_clip = vivit.flops_per_clip(config.model, clip_shape[:3])
+  flops_per_clip = flops.flops_per_clip(config.model, clip_shape[:3])
   step_flops = 3 * flops_per_clip * batch_size
   model_flops = step_flops / step_time
   matmul_flops = 2 * matmul_size**3
@@ -180,8 +182,8 @@ def run(config: ml_collections.ConfigDict, task_name: str, steps: int, profile: 
   return {
       'task': task_name, 'kind': task_config.kind, 'batch_size': batch_size,
       'clip_shape': list(clip_shape), 'model_dtype': model_dtype, 'steps': steps,
-      'backbone_params': vivit.count_params(config.model, clip_shape[:3]),
-      'total_params': vivit.num_params(state.params),
+      'backbone_params': flops.count_params(config.model, clip_shape[:3]),
+      'total_params': flops.num_params(state.params),
       'compile_s': compile_s,
       'compiles_first_call': compiles_first_call,
       'backend_compile_s': sum(compiles[:compiles_first_call]),
@@ -306,7 +308,7 @@ def main():
                           "default: the model's own default")
   model.add_argument('--scan', type=lambda v: v.lower() in ('true', '1'), default=True,
                      help='True|False: scan the layers (compile time flat in depth)')
-  model.add_argument('--attention', default='xla', choices=vivit.ATTENTION_IMPLEMENTATIONS)
+  model.add_argument('--attention', default='xla', choices=attention.ATTENTION_IMPLEMENTATIONS)
   args = parser.parse_args()
   if args.model and args.config:
     parser.error('--model builds its own config: give --config or --model, not both')

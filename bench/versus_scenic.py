@@ -35,6 +35,7 @@ import optax
 from bench import op_profile
 from bench import train_step as train_step_bench
 from vivit_cofinetune import sharding
+from vivit_cofinetune.models import flops
 from vivit_cofinetune.models import vivit
 
 
@@ -58,7 +59,7 @@ def our_step(args: argparse.Namespace, scan: bool):
     holder[0], metrics = step(holder[0], batch, learning_rate)
     jax.block_until_ready((holder[0], metrics))
 
-  return run, host_batch, vivit.num_params(state.params)
+  return run, host_batch, flops.num_params(state.params)
 
 
 class _ScenicStyleBlock(nn.Module):
@@ -125,7 +126,7 @@ def scenic_style_step(args: argparse.Namespace, host_batch: dict):
     holder[0], holder[1], loss = step(*holder, video, labels)
     jax.block_until_ready(loss)
 
-  return run, vivit.num_params(params)
+  return run, flops.num_params(params)
 
 
 def main():
@@ -158,7 +159,7 @@ def main():
       run()
       seconds[name].append(time.perf_counter() - start)
   shape = (args.frames, args.resolution, args.resolution)
-  step_flops = 3 * vivit.flops_per_clip(_model_config(args), shape) * args.batch_size
+  step_flops = 3 * flops.flops_per_clip(_model_config(args), shape) * args.batch_size
   peak = statistics.median(peaks)
   result = {
       'model': args.model, 'clip_shape': [*shape, 3], 'batch_size': args.batch_size,

@@ -13,6 +13,17 @@ of that size):
       --config=configs/ava_multi_cofinetune.py:size=L \
       --output=$HOME/vivit_checkpoints/vit_i21k_L16_to_vivit_32x224
 `:init=PATH` reads it from elsewhere (a gs:// copy for a pod), `:init=none` trains from scratch.
+Or start from a video-pretrained backbone, `:init=NAME` (models/pretrained.py; docs/models.md has
+the table), converted once for these 32x224x224 clips to ~/vivit_checkpoints/NAME_32x224; it sets
+the model's sizes and numerics (`size=` does not apply). Its authors report:
+  videomae_L     MCG-NJU/videomae-large-finetuned-kinetics, --from=videomae: AVA v2.2 37.0 mAP
+  videomae_v2_g  VideoMAE V2 vit_g_hybrid_pt_1200e_k710_ft.pth, --from=videomae: AVA v2.2 42.6 mAP
+  vjepa2_L       facebook/vjepa2-vitl-fpc64-256, --from=vjepa2: no AVA result reported
+  vivit_B_k400   google/vivit-b-16x2-kinetics400, --from=hf_vivit: no AVA result reported
+e.g. python -m vivit_cofinetune.tools.convert_checkpoint --from=videomae \
+         --input=/path/to/videomae-large-finetuned-kinetics --input_shape=32,224,224 \
+         --output=$HOME/vivit_checkpoints/videomae_L_32x224
+VideoMAE's own fine-tuning uses layer-wise learning-rate decay: `--config.optimizer.layer_decay=0.75`.
 
 Variants (`:a=1,b=2`):
   size=B|L             the backbone (B: ViT-B_16.npz; converted to vit_i21k_B16_to_vivit_32x224).
@@ -49,7 +60,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.data_dir = os.path.expanduser('~/tensorflow_datasets')
-  config.model = paper_config.model(arg.size)
+  config.model = paper_config.model(arg.size, arg.init)
   config.tasks = dict(
       ava=paper_config.ava_task('ava_v2_2', transfer_steps=TRANSFER_STEPS['ava_v2_2']),
       **{name: paper_config.classification_task(name, transfer_steps=TRANSFER_STEPS[name])

@@ -128,3 +128,49 @@ def test_sgd_weight_decay_is_applied_to_kernels_only():
   # -lr * (g + wd * p) on the kernel: -0.1 * (0.5 + 0.1 * 2); the bias is not decayed.
   np.testing.assert_allclose(updates['dense']['kernel'], [-0.07], rtol=1e-6)
   np.testing.assert_allclose(updates['dense']['bias'], [-0.05], rtol=1e-6)
+
+
+def _backbone(stacked: bool):
+  """A backbone tree shaped as ours: embedding, an encoder of 3 layers, its final norm, a position."""
+  layer = lambda: {'mlp': {'kernel': jnp.ones((2, 2))}, 'mlp_norm': {'bias': jnp.ones(2)}}
+  layers = ({'layers': jax.tree.map(lambda x: jnp.stack([x] * 3), layer())} if stacked else
+            {f'layers_{index}': layer() for index in range(3)})
+  return {'embedding': {'kernel': jnp.ones((2, 2))},
+          'encoder': {**layers, 'pos_embedding': jnp.ones((1, 2, 2)),
+                      'encoder_norm': {'scale': jnp.ones(2)}}}
+
+
+@pytest.mark.parametrize('stacked', [True, False])
+@pytest.mark.parametrize('name', ['sgd', 'adamw'])
+def test_layer_decay_scales_each_layer_by_hand(stacked, name):
+  # depth = 3 layers + 1; layer i (0-based) is scaled by 0.5^(3 - i), the embedding and the
+  # position embedding by 0.5^4, the final norm not at all.
+  optimizer = optim.make_optimizer(ml_collections.ConfigDict(dict(
+      name=name, momentum=None, weight_decay=0.0, layer_decay=0.5)))
+  params = _backbone(stacked)
+  grads = jax.tree.map(lambda x: 2.0 * jnp.ones_like(x), params)
+  state = optim.set_learning_rate(optimizer.init(params), 0.1)
+  updates, _ = optimizer.update(grads, state, params)
+  # First step, no momentum: SGD moves by -lr * g; Adam by -lr * g / (|g| + eps) = -lr.
+  step = 0.1 * (2.0 if name == 'sgd' else 1.0)
+  layer_updates = ([updates['encoder']['layers']['mlp']['kernel'][index] for index in range(3)]
+                   if stacked else
+                   [updates['encoder'][f'layers_{index}']['mlp']['kernel'] for index in range(3)])
+  for index, update in enumerate(layer_updates):
+    np.testing.assert_allclose(update, -step * 0.5 ** (3 - index), rtol=1e-5)
+  np.testing.assert_allclose(updates['embedding']['kernel'], -step * 0.5 ** 4, rtol=1e-5)
+  np.testing.assert_allclose(updates['encoder']['pos_embedding'], -step * 0.5 ** 4, rtol=1e-5)
+  np.testing.assert_allclose(updates['encoder']['encoder_norm']['scale'], -step, rtol=1e-5)
+  head = {'output': {'kernel': jnp.ones((2, 3))}}  # a head is the top layer: unscaled
+  head_updates, _ = optimizer.update(jax.tree.map(lambda x: 2.0 * x, head),
+                                     optim.set_learning_rate(optimizer.init(head), 0.1), head)
+  np.testing.assert_allclose(head_updates['output']['kernel'], -step, rtol=1e-5)
+
+
+def test_layer_decay_off_keeps_the_optimizer_state_structure():
+  plain = optim.make_optimizer(ml_collections.ConfigDict(dict(name='adamw')))
+  off = optim.make_optimizer(ml_collections.ConfigDict(dict(name='adamw', layer_decay=1.0)))
+  params = _backbone(True)
+  assert (jax.tree.structure(plain.init(params)) == jax.tree.structure(off.init(params)))
+  with pytest.raises(ValueError, match='layer_decay'):
+    optim.make_optimizer(ml_collections.ConfigDict(dict(name='sgd', layer_decay=1.5)))

@@ -12,6 +12,7 @@ from vivit_cofinetune import optim
 from vivit_cofinetune import state as state_lib
 from vivit_cofinetune import tasks as tasks_lib
 from vivit_cofinetune import steps as steps_lib
+from vivit_cofinetune.models import convert
 from vivit_cofinetune.models import vivit
 from vivit_cofinetune.tasks import base as tasks_base
 
@@ -93,7 +94,7 @@ def test_every_variant_trains_both_task_kinds(variant):
   backbone = vivit.ViViT(**model_config)
   optimizer = optim.make_optimizer(config.optimizer)
   params = state_lib.init_params(backbone, tasks, (4, 16, 16, 3), jax.random.key(0))
-  state = jax.tree.map(jnp.asarray, state_lib.init_state(vivit.plain_params(params), optimizer))
+  state = jax.tree.map(jnp.asarray, state_lib.init_state(convert.plain_params(params), optimizer))
   rng = np.random.default_rng(0)
   batches = {
       'loc': {'video': rng.normal(size=(2, 4, 16, 16, 3)).astype(np.float32),

@@ -5,6 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from vivit_cofinetune.models import attention
+from vivit_cofinetune.models import convert
+from vivit_cofinetune.models import flops
 from vivit_cofinetune.models import vivit
 
 VIDEO_SHAPE = (2, 4, 8, 12, 3)  # patch (2, 4, 4) -> token grid (2, 2, 3)
@@ -224,7 +227,7 @@ def test_matches_numpy_forward(overrides):
   video = _video()
   variables = _init(model, video, 1)
   # Random (not default) values for zero-initialised params, so CLS and biases are exercised.
-  params = vivit.plain_params(variables['params'])
+  params = convert.plain_params(variables['params'])
   leaves, tree = jax.tree.flatten(params)
   keys = jax.random.split(jax.random.PRNGKey(2), len(leaves))
   params = jax.tree.unflatten(tree, [l + 0.1 * jax.random.normal(k, l.shape) for l, k in zip(leaves, keys)])
@@ -247,15 +250,15 @@ def test_scan_matches_unrolled(variant):
   config = _config(variant=variant, classifier='mean')
   video = _video()
   unrolled = vivit.ViViT(**config)
-  params = vivit.plain_params(_init(unrolled, video, 0)['params'])
+  params = convert.plain_params(_init(unrolled, video, 0)['params'])
   scanned = vivit.ViViT(**{**config, 'scan_layers': True})
-  stacked = vivit.stack_layers(params)
-  expected_shapes = jax.tree.map(lambda x: x.shape, vivit.plain_params(
+  stacked = convert.stack_layers(params)
+  expected_shapes = jax.tree.map(lambda x: x.shape, convert.plain_params(
       jax.eval_shape(lambda: scanned.init(jax.random.PRNGKey(0), video, train=False))['params']))
   assert jax.tree.map(lambda x: x.shape, stacked) == expected_shapes
   np.testing.assert_allclose(_apply(scanned, {'params': stacked}, video)[0],
                              _apply(unrolled, {'params': params}, video)[0], atol=1e-5)
-  restored = vivit.unstack_layers(stacked)
+  restored = convert.unstack_layers(stacked)
   jax.tree.map(np.testing.assert_array_equal, restored, params)
 
 
@@ -347,7 +350,7 @@ def test_attention_dropout_acts_on_the_attention_weights_only():
   # attention dropout alone must then change nothing, even in training.
   video = _video()
   model = vivit.ViViT(**_config(attention_dropout_rate=0.5))
-  params = vivit.plain_params(_init(model, video, 0)['params'])
+  params = convert.plain_params(_init(model, video, 0)['params'])
   for layer in ('layers_0', 'layers_1'):
     out = params['encoder'][layer]['attention']['out']
     out['kernel'] = jnp.zeros_like(out['kernel'])
@@ -368,7 +371,7 @@ def test_stochastic_depth_one_drops_every_block():
   # With every residual branch dropped, the output cannot depend on the block parameters.
   video = _video()
   model = vivit.ViViT(**_config(stochastic_depth=1.0, stochastic_depth_schedule='constant'))
-  params = vivit.plain_params(_init(model, video, 0)['params'])
+  params = convert.plain_params(_init(model, video, 0)['params'])
   changed = dict(params, encoder=dict(params['encoder'], layers_0=jax.tree.map(
       lambda x: x + 1.0, params['encoder']['layers_0'])))
   rngs = {'dropout': jax.random.PRNGKey(1)}
@@ -378,7 +381,8 @@ def test_stochastic_depth_one_drops_every_block():
       num_layers=3, stochastic_depth=0.4, stochastic_depth_schedule='linear', attention='joint',
       grid=None, mlp_dim=1, num_heads=1, classifier='mean', position_embedding='none', dropout_rate=0.0,
       attention_dropout_rate=0.0, remat_policy='none', scan_layers=True, attention_implementation='xla',
-      dtype=jnp.float32)).tolist() == \
+      dtype=jnp.float32, layer_norm_epsilon=1e-6, gelu='tanh', key_bias=True,
+      final_norm=True)).tolist() == \
       pytest.approx([0.0, 0.2, 0.4])
 
 
@@ -398,7 +402,7 @@ def test_flops_match_xla_cost_analysis(variant):
   compiled = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(variables, video).compile()
   analysis = compiled.cost_analysis()
   analysis = analysis[0] if isinstance(analysis, list) else analysis
-  assert vivit.flops_per_clip(config, shape) == pytest.approx(analysis['flops'], rel=0.03)
+  assert flops.flops_per_clip(config, shape) == pytest.approx(analysis['flops'], rel=0.03)
 
 
 @pytest.mark.parametrize('kernel_size', [(2, 4, 4), (4, 4)])
@@ -406,7 +410,7 @@ def test_patch_embedding_is_the_strided_conv(kernel_size):
   # Same params and outputs as the nn.Conv it replaces (trailing pixels dropped, as by 'VALID').
   video = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 9, 13, 3))
   embedding = vivit.PatchEmbedding(8, kernel_size, jnp.float32)
-  params = vivit.plain_params(embedding.init(jax.random.PRNGKey(1), video)['params'])
+  params = convert.plain_params(embedding.init(jax.random.PRNGKey(1), video)['params'])
   conv = nn.Conv(8, kernel_size, strides=kernel_size, padding='VALID')
   np.testing.assert_allclose(embedding.apply({'params': params}, video),
                              conv.apply({'params': params}, video), atol=1e-5)
@@ -430,7 +434,7 @@ def test_splash_kernel_matches_xla_in_the_pallas_interpreter():
   query, key, value = (jax.random.normal(jax.random.PRNGKey(seed), (1, 130, 2, 16))
                        for seed in range(3))
   expected = jax.nn.dot_product_attention(query, key, value, implementation='xla')
-  np.testing.assert_allclose(vivit.splash_attention(query, key, value, interpret=True), expected,
+  np.testing.assert_allclose(attention.splash_attention(query, key, value, interpret=True), expected,
                              atol=2e-5)
 
 
@@ -459,3 +463,22 @@ def test_fused_attention_matches_xla(implementation):
   jax.tree.map(lambda a, b: np.testing.assert_allclose(
       np.float32(a), np.float32(b), atol=5e-2 * float(np.abs(np.float32(b)).max()) + 1e-6),
       fused_grads, xla_grads)
+
+
+def test_model_defaults_are_the_config_defaults():
+  # One source of truth: a ViViT built without a config runs as vivit_config's model does.
+  model, config = vivit.ViViT(), vivit.vivit_config('B/16x2')
+  assert model.remat_policy == config.remat_policy == 'dots_saveable'
+  for field, value in config.items():
+    assert getattr(model, field) == (tuple(value) if field == 'patch_size' else value), field
+
+
+@pytest.mark.parametrize('overrides, message', [
+    (dict(position_embedding='rope_3d'), "rope_3d' needs variant='spatio_temporal' and classifier='mean'"),
+    (dict(final_norm='pooled'), "final_norm='pooled' needs"),
+    (dict(gelu='fast'), 'gelu: expected one of'),
+])
+def test_checkpoint_numerics_options_say_what_they_need(overrides, message):
+  model = vivit.ViViT(**_config(**overrides))
+  with pytest.raises(ValueError, match=message):
+    model.init(jax.random.PRNGKey(0), jnp.zeros((1, 4, 16, 16, 3)), train=False)

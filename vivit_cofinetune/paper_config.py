@@ -12,6 +12,7 @@ from vivit_cofinetune.config_lib import ConfigError
 from vivit_cofinetune.config_lib import input_config
 from vivit_cofinetune.config_lib import task_config
 from vivit_cofinetune.data.builders import synthetic
+from vivit_cofinetune.models import pretrained
 from vivit_cofinetune.models.vivit import vivit_config
 
 AVA_NUM_CLASSES = 80  # trained on all 80 classes; evaluated on the official 60 below
@@ -41,11 +42,15 @@ SAMPLING = ('steps', 'size', 'uniform', 'mixed')
 IMAGENET21K_INIT = '~/vivit_checkpoints/vit_i21k_{size}16_to_vivit_32x224'
 
 
-def model(size: str) -> ml_collections.ConfigDict:
-  """ViViT-{size}/16x2, spatio-temporal attention, as in the paper."""
-  return vivit_config(f'{size}/16x2', variant='spatio_temporal',
-                      stochastic_depth=0.1 if size in ('L', 'H') else 0.0,
-                      remat_policy='dots_with_no_batch_dims_saveable', dtype='bfloat16')
+def model(size: str, init: str = 'imagenet21k') -> ml_collections.ConfigDict:
+  """ViViT-{size}/16x2, spatio-temporal attention, as in the paper; with `init` a name of
+  models/pretrained.STARTING_POINTS, that checkpoint's sizes and numerics instead of `size`'s."""
+  config = vivit_config(f'{size}/16x2', variant='spatio_temporal',
+                        stochastic_depth=0.1 if size in ('L', 'H') else 0.0,
+                        remat_policy='dots_with_no_batch_dims_saveable', dtype='bfloat16')
+  if init in pretrained.STARTING_POINTS:
+    config.update(pretrained.STARTING_POINTS[init].model)
+  return config
 
 
 def ava_task(dataset: str = 'ava_v2_2', *, transfer_steps: int) -> ml_collections.ConfigDict:
@@ -105,14 +110,18 @@ def phases(tasks: ml_collections.ConfigDict, *, transfer: bool, then_finetune: b
 
 def init_from(init: str, size: str, *, local: bool = False) -> ml_collections.ConfigDict:
   """`config.init_from` for `:init=`: 'imagenet21k' (the converted ImageNet-21k ViT-{size}/16 at
-  IMAGENET21K_INIT), a converted directory or workdir, or 'none' (from scratch).
+  IMAGENET21K_INIT), a video-pretrained checkpoint by name (models/pretrained.STARTING_POINTS,
+  converted to pretrained.directory(name)), a converted directory or workdir, or 'none' (from
+  scratch).
 
   A local run starts from scratch unless `init` names a checkpoint: the converted ViT fits neither
   the tiny model nor a CPU.
   """
   if init == 'imagenet21k' and not local:
     path = os.path.expanduser(IMAGENET21K_INIT.format(size=size))
-  elif init in ('', 'none', 'imagenet21k'):
+  elif init in pretrained.STARTING_POINTS and not local:
+    path = pretrained.directory(init)
+  elif init in ('', 'none', 'imagenet21k', *pretrained.STARTING_POINTS):
     path = ''
   else:
     path = os.path.expanduser(init)

@@ -51,9 +51,17 @@ class ConversionError(ValueError):
 # Small tree helpers.
 
 
+def plain_params(tree):
+  """Nested plain dicts of arrays (boxed logical-partitioning metadata removed)."""
+  tree = nn.meta.unbox(tree)
+  if hasattr(tree, 'items'):
+    return {key: plain_params(value) for key, value in tree.items()}
+  return tree
+
+
 def _to_numpy_tree(tree) -> dict:
   """Nested plain dicts of float32 numpy arrays (unboxes flax partitioning metadata)."""
-  return _map_leaves(lambda leaf: np.asarray(leaf, np.float32), nn.meta.unbox(tree))
+  return _map_leaves(lambda leaf: np.asarray(leaf, np.float32), plain_params(tree))
 
 
 def _map_leaves(fn, tree):
@@ -83,7 +91,7 @@ def _rename(tree: Mapping, names: Mapping[str, str], source: str) -> dict:
   return {ours: tree[theirs] for theirs, ours in names.items()}
 
 
-def _check_shapes(converted: Mapping, template: Mapping, source: str):
+def check_shapes(converted: Mapping, template: Mapping, source: str):
   """Every param of `template` present with the same shape in `converted`, and nothing else."""
   converted_flat, template_flat = param_paths.flatten(converted), param_paths.flatten(template)
   missing = sorted(set(template_flat) - set(converted_flat))
@@ -97,26 +105,57 @@ def _check_shapes(converted: Mapping, template: Mapping, source: str):
                             f'{converted_flat[name].shape}, the model expects {value.shape}')
 
 
+def _layer_subtrees(params: dict, stacked: bool):
+  """Yields the dicts (at any depth) holding scanned 'layers' or unrolled 'layers_<i>' entries."""
+  if not isinstance(params, dict):
+    return
+  if ('layers' in params) if stacked else ('layers_0' in params):
+    yield params
+  for value in params.values():
+    yield from _layer_subtrees(value, stacked)
+
+
+def stack_layers(params: Mapping) -> dict:
+  """Params of a scan_layers=False model -> the same params for scan_layers=True (plain dicts).
+
+  Every 'layers_<i>' family, at any depth, becomes one 'layers' entry whose leaves have a leading
+  layer axis.
+  """
+  params = plain_params(params)
+  for tree in list(_layer_subtrees(params, stacked=False)):
+    names = sorted((key for key in tree if re.fullmatch(r'layers_\d+', key)),
+                   key=lambda key: int(key[len('layers_'):]))
+    flat = [param_paths.flatten(tree.pop(name)) for name in names]
+    tree['layers'] = param_paths.unflatten({path: np.stack([layer[path] for layer in flat])
+                                            for path in flat[0]})
+  return params
+
+
+def unstack_layers(params: Mapping) -> dict:
+  """Params of a scan_layers=True model -> the same params for scan_layers=False (plain dicts)."""
+  params = plain_params(params)
+  for tree in list(_layer_subtrees(params, stacked=True)):
+    flat = param_paths.flatten(tree.pop('layers'))
+    count = next(iter(flat.values())).shape[0]
+    for index in range(count):
+      tree[f'layers_{index}'] = param_paths.unflatten(
+          {path: value[index] for path, value in flat.items()})
+  return params
+
+
 def _stack(layers: list[dict], scan_layers: bool) -> dict:
   """Per-layer trees -> our 'layers' (leading layer axis) or 'layers_<i>' entries."""
-  if not scan_layers:
-    return {f'layers_{index}': layer for index, layer in enumerate(layers)}
-  flat = [param_paths.flatten(layer) for layer in layers]
-  return {'layers': param_paths.unflatten({name: np.stack([layer[name] for layer in flat])
-                                for name in flat[0]})}
+  unrolled = {f'layers_{index}': layer for index, layer in enumerate(layers)}
+  return stack_layers(unrolled) if scan_layers else unrolled
 
 
 def _unstack(encoder: Mapping, source: str) -> list[dict]:
   """Our encoder's layers, stacked or not, as a list of per-layer trees."""
-  if 'layers' in encoder:
-    flat = param_paths.flatten(encoder['layers'])
-    count = next(iter(flat.values())).shape[0]
-    return [param_paths.unflatten({name: value[index] for name, value in flat.items()})
-            for index in range(count)]
-  count = sum(key.startswith('layers_') for key in encoder)
-  if not count:
+  unrolled = unstack_layers({name: value for name, value in encoder.items()
+                             if name == 'layers' or name.startswith('layers_')})
+  if not unrolled:
     raise ConversionError(f'{source}: model encoder has no layers (entries {sorted(encoder)})')
-  return [encoder[f'layers_{index}'] for index in range(count)]
+  return [unrolled[f'layers_{index}'] for index in range(len(unrolled))]
 
 
 def _replace_layers(encoder: dict, layers: list[dict], scan_layers: bool):
@@ -151,11 +190,12 @@ def inflate_patch_kernel(kernel: np.ndarray, frames: int, method: str) -> np.nda
   raise ValueError(f"kernel_init: expected 'central_frame' or 'average', got {method!r}")
 
 
-def resize_grid(grid: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-  """Bilinear resize of [h, w, D] to [size[0], size[1], D] with corners aligned.
+def resize_grid(grid: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
+  """Linear resize of [*axes, D] (e.g. [h, w, D] or [t, h, w, D]) to [*size, D], corners aligned.
 
   Corner-aligned linear interpolation is what big_vision and Scenic use (scipy.ndimage.zoom with
-  order=1) for position embeddings; written here in numpy because scipy is not a dependency.
+  order=1) for position embeddings; written here in numpy because scipy is not a dependency. It is
+  separable: one interpolation matrix per axis.
   """
   def weights(old: int, new: int):
     """Interpolation matrix [new, old] along one axis."""
@@ -168,8 +208,10 @@ def resize_grid(grid: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     np.add.at(matrix, (np.arange(new), high), fraction)
     return matrix
 
-  rows, cols = weights(grid.shape[0], size[0]), weights(grid.shape[1], size[1])
-  resized = np.einsum('ah,bw,hwd->abd', rows, cols, grid.astype(np.float64))
+  resized = grid.astype(np.float64)
+  for axis, new in enumerate(size):
+    resized = np.moveaxis(np.tensordot(weights(grid.shape[axis], new), resized, axes=(1, axis)),
+                          0, axis)
   return resized.astype(grid.dtype)
 
 
@@ -332,7 +374,7 @@ def init_from_image_vit(vit_params: Mapping, our_params_template: Mapping,
     count = len(_unstack(template['temporal_encoder'], 'model'))
     _replace_layers(temporal, copy.deepcopy(vit_blocks[:count]), config.get('scan_layers', True))
     temporal['encoder_norm'] = copy.deepcopy(encoder['encoder_norm'])
-  _check_shapes(converted, template, source)
+  check_shapes(converted, template, source)
   return converted
 
 

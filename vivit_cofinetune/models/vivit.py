@@ -11,13 +11,15 @@ H = num_heads, K = D // H, L = num_layers, Lt = num_temporal_layers, (pt, ph, pw
   <encoder>/pos_embedding     [1, c + N, D]       (only when position_embedding == 'learned'; the CLS
                                                    position comes first, as in Scenic's ViViT)
   <encoder>/layers/<block>    every leaf with a leading [L] axis (scan_layers=True), or
-  <encoder>/layers_<i>/<block> one subtree per layer (scan_layers=False); `stack_layers` and
-                              `unstack_layers` convert between the two.
-  <encoder>/encoder_norm/{scale, bias}  [D]
+  <encoder>/layers_<i>/<block> one subtree per layer (scan_layers=False); models/convert.py's `stack_layers`
+                              and `unstack_layers` convert between the two.
+  <encoder>/encoder_norm/{scale, bias}  [D]  (absent when final_norm == 'pooled')
+  fc_norm/{scale, bias}       [D]                 (only when final_norm == 'pooled')
 
   <block> for 'spatio_temporal', 'factorised_encoder' and 'factorised_dot_product':
     attention_norm/{scale, bias}              [D]
-    attention/{query, key, value}/kernel      [D, H, K];  .../bias [H, K]
+    attention/{query, key, value}/kernel      [D, H, K];  .../bias [H, K] (no key bias when
+                                              key_bias is False)
     attention/out/kernel                      [H, K, D];  attention/out/bias [D]
     mlp_norm/{scale, bias}                    [D]
     mlp/hidden/kernel [D, M], mlp/hidden/bias [M], mlp/output/kernel [M, D], mlp/output/bias [D]
@@ -27,9 +29,11 @@ H = num_heads, K = D // H, L = num_layers, Lt = num_temporal_layers, (pt, ph, pw
 
   <encoder> is 'encoder' (N = t*h*w) for every variant except 'factorised_encoder', which has
   'spatial_encoder' (N = h*w, shared by all frames, L layers) and 'temporal_encoder' (N = t, Lt layers).
-  'sinusoidal_3d' position embeddings have no params (added once to the [t, h, w] patch grid).
+  'sinusoidal_3d' position embeddings have no params (added once to the [t, h, w] patch grid), nor
+  does 'rope_3d' (V-JEPA 2's rotary code, applied to queries and keys in every layer).
 
-Numerics follow Scenic's ViViT so converted checkpoints agree: LayerNorm epsilon 1e-6, tanh-approximate
+Numerics follow Scenic's ViViT by default so converted checkpoints agree (layer_norm_epsilon, gelu,
+key_bias and final_norm reproduce VideoMAE's and V-JEPA 2's): LayerNorm epsilon 1e-6, tanh-approximate
 GELU, xavier-uniform attention and MLP kernels, MLP biases normal(1e-6), learned position embeddings
 normal(0.02), CLS zeros, dropout after the position embedding, on attention outputs, after the GELU and
 after the MLP output; attention-weight dropout inside attention; stochastic depth drops each residual
@@ -40,13 +44,14 @@ has stochastic depth too (training only; inference numerics are unaffected).
 
 Outputs, all variants: (tokens [B, t, h, w, D] after the final LayerNorm, float32; pooled [B, D] or None).
   spatio_temporal, factorised_self_attention, factorised_dot_product: tokens = the encoder's output
-    grid; pooled = the CLS output when classifier == 'token', else None.
+    grid; pooled = the CLS output when classifier == 'token', fc_norm(mean of the tokens) when
+    final_norm == 'pooled', else None.
   factorised_encoder: tokens = the spatial encoder's output grid (per-frame features, after its
     encoder_norm); pooled = the temporal encoder's video representation (its CLS output, or the mean of
     its outputs when classifier == 'mean'), always present, since the temporal encoder only feeds it.
   The factorised self-attention and dot-product variants have no CLS token (as in Scenic): use 'mean'.
 """
-import argparse
+import dataclasses
 import functools
 from typing import Any, Sequence
 
@@ -55,6 +60,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+
+from vivit_cofinetune.models import attention as attention_kernels
 
 VARIANTS = ('spatio_temporal', 'factorised_encoder', 'factorised_self_attention',
             'factorised_dot_product')
@@ -65,17 +72,11 @@ SIZES = {  # name: (hidden_size, num_layers, mlp_dim, num_heads)
     'L': (1024, 24, 4096, 16),
     'H': (1280, 32, 5120, 16),
 }
-# 'xla': plain XLA softmax attention (any backend). 'cudnn': cuDNN's fused flash attention (NVIDIA
-# GPUs, bfloat16, head dim a multiple of 8). 'splash': the Pallas splash (flash) attention kernel for
-# TPUs. The fused ones never build the [N, N] weights, which at ViViT-L's 3,137 tokens per clip are
-# most of the activation memory.
-ATTENTION_IMPLEMENTATIONS = ('xla', 'cudnn', 'splash')
 REMAT_POLICIES = {
     'full': None,  # save nothing: recompute the whole block in the backward pass
     'dots_saveable': jax.checkpoint_policies.dots_saveable,
     'dots_with_no_batch_dims_saveable': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
-LAYER_NORM_EPSILON = 1e-6
 # Logical axes of activations (sharding.DEFAULT_RULES maps them, apart from the params' axes).
 TOKENS = ('act_batch', 'act_len', 'act_embed')  # [B, N, D]
 GRID = ('act_batch', 'act_time', 'act_height', 'act_width', 'act_embed')  # [B, t, h, w, D]
@@ -92,32 +93,15 @@ def vivit_config(name: str, **overrides: Any) -> ml_collections.ConfigDict:
   except (ValueError, KeyError) as error:
     raise ValueError(f'vivit_config: name {name!r} should look like "B/16x2" with size in '
                      f'{sorted(SIZES)}') from error
-  variant = overrides.get('variant', 'spatio_temporal')
-  config = dict(
-      variant=variant,
-      hidden_size=hidden_size,
-      num_layers=num_layers,
-      mlp_dim=mlp_dim,
-      num_heads=num_heads,
-      patch_size=(patch_t, patch_hw, patch_hw),
-      num_temporal_layers=4,
+  variant = overrides.get('variant', ViViT.variant)
+  # Every field's default is the ViViT field's, so a field is defaulted in one place.
+  config = {field.name: field.default for field in dataclasses.fields(ViViT)
+            if field.name not in ('parent', 'name')}
+  config.update(
+      variant=variant, hidden_size=hidden_size, num_layers=num_layers, mlp_dim=mlp_dim,
+      num_heads=num_heads, patch_size=(patch_t, patch_hw, patch_hw),
       # Scenic's factorised self-attention and dot-product variants have no CLS token.
-      classifier='token' if variant in ('spatio_temporal', 'factorised_encoder') else 'mean',
-      position_embedding='learned',
-      patch_embedding='tubelet',
-      dropout_rate=0.0,
-      attention_dropout_rate=0.0,
-      stochastic_depth=0.0,
-      stochastic_depth_schedule='linear',
-      # Saves the matmuls' outputs and recomputes LayerNorm, softmax and GELU in the backward pass:
-      # with scanned layers every saved tensor is also stacked, zeroed and copied per layer, so
-      # saving less made the ViViT-B step 5-9% faster than 'none' and its temporaries 32% smaller
-      # (docs/benchmarks.md).
-      remat_policy='dots_saveable',
-      scan_layers=True,
-      attention_implementation='xla',  # one of ATTENTION_IMPLEMENTATIONS
-      dtype='float32',
-  )
+      classifier='token' if variant in ('spatio_temporal', 'factorised_encoder') else 'mean')
   unknown = set(overrides) - set(config)
   if unknown:
     raise ValueError(f'vivit_config: unknown fields {sorted(unknown)}; known: {sorted(config)}')
@@ -130,8 +114,8 @@ def _param_init(init, *axes):
   return nn.with_logical_partitioning(init, axes)
 
 
-def _layer_norm(name: str, dtype) -> nn.LayerNorm:
-  return nn.LayerNorm(epsilon=LAYER_NORM_EPSILON, dtype=dtype, name=name,
+def _layer_norm(name: str, dtype, epsilon: float) -> nn.LayerNorm:
+  return nn.LayerNorm(epsilon=epsilon, dtype=dtype, name=name,
                       scale_init=_param_init(nn.initializers.ones, 'embed'),
                       bias_init=_param_init(nn.initializers.zeros, 'embed'))
 
@@ -153,74 +137,6 @@ def sinusoidal_3d_embedding(grid: Sequence[int], channels: int) -> jnp.ndarray:
   return jnp.asarray(code.reshape(t, h, w, channels))
 
 
-# Splash attention's tile: sequences are padded to a whole number of these.
-SPLASH_BLOCK = 128
-
-
-def splash_attention(query, key, value, *, interpret: bool = False) -> jnp.ndarray:
-  """Softmax attention on [B, N, H, K] with the Pallas TPU splash (flash) attention kernel.
-
-  N is padded to whole SPLASH_BLOCK tiles; the padding is a second segment, so real tokens never
-  attend to it. `interpret` runs the kernel in the Pallas interpreter (any backend; tests only).
-  One kernel call per device: under a mesh that shards the batch, XLA gathers its inputs (a
-  shard_map over the batch axes would keep them sharded).
-  """
-  # pylint: disable-next=g-import-not-at-top (Pallas TPU pulls in Mosaic; only this option needs it)
-  from jax.experimental.pallas.ops.tpu import splash_attention as splash
-  b, n, heads, k = query.shape
-  padded = -(-n // SPLASH_BLOCK) * SPLASH_BLOCK
-  blocks = splash.BlockSizes(**{field: SPLASH_BLOCK for field in (
-      'block_q', 'block_kv', 'block_kv_compute', 'block_q_dkv', 'block_kv_dkv',
-      'block_kv_dkv_compute', 'block_q_dq', 'block_kv_dq')})
-  kernel = splash.make_splash_mha_single_device(
-      splash.MultiHeadMask([splash.FullMask((padded, padded))] * heads), block_sizes=blocks,
-      interpret=interpret)
-  segment = (jnp.arange(padded) >= n).astype(jnp.int32)
-
-  def heads_first(x):  # [B, N, H, K] -> [B, H, padded, K]
-    return jnp.pad(x, ((0, 0), (0, padded - n), (0, 0), (0, 0))).transpose(0, 2, 1, 3)
-
-  # The kernel does not scale the logits.
-  query = query / np.sqrt(k).astype(query.dtype)
-  out = jax.vmap(kernel, in_axes=(0, 0, 0, None))(
-      heads_first(query), heads_first(key), heads_first(value), splash.SegmentIds(segment, segment))
-  return out.transpose(0, 2, 1, 3)[:, :n]
-
-
-def _attend(query, key, value, dropout_rate: float, deterministic: bool, implementation: str,
-            module: nn.Module):
-  """Softmax attention on [B, N, H, K] -> [B, N, H, K]; fused kernel unless attention dropout is on."""
-  fused = deterministic or dropout_rate == 0.0
-  if fused and implementation == 'splash':
-    if jax.default_backend() != 'tpu':
-      raise ValueError(f"ViViT attention_implementation='splash' needs a TPU; this backend is "
-                       f"{jax.default_backend()!r} (use 'xla', or 'cudnn' on NVIDIA GPUs)")
-    return splash_attention(query, key, value)
-  if fused and implementation == 'cudnn':
-    return jax.nn.dot_product_attention(query, key, value, implementation='cudnn')
-  # Heads first, so both batched matmuls take contiguous [B, H] batches: on XLA's CPU backend
-  # jax.nn.dot_product_attention's [B, N, H, K] einsums made their own transposes and ran slower
-  # (2-7% of a ViViT-B step, docs/benchmarks.md).
-  query, key, value = (x.transpose(0, 2, 1, 3) for x in (query, key, value))
-  logits = jnp.einsum('bhqk,bhvk->bhqv', query, key) / np.sqrt(query.shape[-1]).astype(query.dtype)
-  weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-  if not fused:
-    keep = jax.random.bernoulli(module.make_rng('dropout'), 1.0 - dropout_rate, weights.shape)
-    weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)
-  return jnp.einsum('bhqv,bhvk->bhqk', weights.astype(value.dtype), value).transpose(0, 2, 1, 3)
-
-
-def _attend_along(query, key, value, axis: str, **kwargs):
-  """Attention over one axis of [B, t, s, H, K] tensors: 'time' (t) or 'space' (s)."""
-  b, t, s, heads, k = query.shape
-  if axis == 'time':
-    fold = lambda x: x.transpose(0, 2, 1, 3, 4).reshape(b * s, t, heads, k)
-    out = _attend(fold(query), fold(key), fold(value), **kwargs)
-    return out.reshape(b, s, t, heads, k).transpose(0, 2, 1, 3, 4)
-  fold = lambda x: x.reshape(b * t, s, heads, k)
-  return _attend(fold(query), fold(key), fold(value), **kwargs).reshape(b, t, s, heads, k)
-
-
 class _DenseGeneral(nn.Module):
   """nn.DenseGeneral (xavier-uniform kernel on its flat [in, out] shape, zero bias) for the attention
   projections, with the logical axes on the params' real shapes.
@@ -233,6 +149,7 @@ class _DenseGeneral(nn.Module):
   kernel_axes: tuple[str, ...]
   bias_axes: tuple[str, ...]
   dtype: Any
+  use_bias: bool = True
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -244,12 +161,14 @@ class _DenseGeneral(nn.Module):
 
     kernel = self.param('kernel', _param_init(kernel_init, *self.kernel_axes),
                         (*in_shape, *self.features), jnp.float32)
-    bias = self.param('bias', _param_init(nn.initializers.zeros, *self.bias_axes), self.features,
-                      jnp.float32)
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
     contracted = tuple(range(x.ndim - self.contract, x.ndim))
     y = jax.lax.dot_general(x, kernel, ((contracted, tuple(range(self.contract))), ((), ())))
-    return y + bias
+    if not self.use_bias:
+      return y
+    bias = self.param('bias', _param_init(nn.initializers.zeros, *self.bias_axes), self.features,
+                      jnp.float32)
+    return y + bias.astype(y.dtype)
 
 
 class SelfAttention(nn.Module):
@@ -257,6 +176,8 @@ class SelfAttention(nn.Module):
 
   axis: 'joint' (all N tokens), 'time' or 'space' (tokens form a [t, s] grid, N = t * s), or
   'time_and_space' (first half of the heads attend over time, second half over space).
+  key_bias: False leaves the key projection without a bias (VideoMAE's); rope_grid: the (t, h, w)
+  token grid whose 3D rotary position code rotates queries and keys ('joint' only), or None.
   """
   num_heads: int
   axis: str
@@ -265,6 +186,8 @@ class SelfAttention(nn.Module):
   deterministic: bool
   implementation: str
   dtype: Any
+  key_bias: bool = True
+  rope_grid: tuple[int, int, int] | None = None
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -275,24 +198,28 @@ class SelfAttention(nn.Module):
     project = functools.partial(
         _DenseGeneral, features=(self.num_heads, head_dim), contract=1, dtype=self.dtype,
         kernel_axes=('embed', 'heads', 'kv'), bias_axes=('heads', 'kv'))
-    query, key, value = (nn.with_logical_constraint(project(name=name)(x), HEADS)
-                         for name in ('query', 'key', 'value'))
-    kwargs = dict(dropout_rate=self.dropout_rate, deterministic=self.deterministic,
-                  implementation=self.implementation, module=self)
+    query, key, value = (
+        nn.with_logical_constraint(project(name=name, use_bias=name != 'key' or self.key_bias)(x), HEADS)
+        for name in ('query', 'key', 'value'))
+    if self.rope_grid is not None:
+      query, key = (attention_kernels.rope_3d(y, self.rope_grid) for y in (query, key))
+    kwargs = dict(implementation=self.implementation, dropout_rate=self.dropout_rate,
+                  dropout_rng=None if self.deterministic else lambda: self.make_rng('dropout'))
     if self.axis == 'joint':
-      out = _attend(query, key, value, **kwargs)
+      out = attention_kernels.attend(query, key, value, **kwargs)
     else:
       as_grid = lambda y: y.reshape(b, *self.grid, *y.shape[2:])
       query, key, value = as_grid(query), as_grid(key), as_grid(value)
+      along = functools.partial(attention_kernels.attend_along, **kwargs)
       if self.axis in ('time', 'space'):
-        out = _attend_along(query, key, value, self.axis, **kwargs)
+        out = along(query, key, value, self.axis)
       else:
         if self.num_heads % 2:
           raise ValueError(f'ViViT factorised_dot_product needs an even num_heads, got {self.num_heads}')
         half = self.num_heads // 2
         out = jnp.concatenate([
-            _attend_along(query[..., :half, :], key[..., :half, :], value[..., :half, :], 'time', **kwargs),
-            _attend_along(query[..., half:, :], key[..., half:, :], value[..., half:, :], 'space', **kwargs),
+            along(query[..., :half, :], key[..., :half, :], value[..., :half, :], 'time'),
+            along(query[..., half:, :], key[..., half:, :], value[..., half:, :], 'space'),
         ], axis=-2)
       out = out.reshape(b, n, self.num_heads, head_dim)
     out = nn.with_logical_constraint(out, HEADS)
@@ -302,15 +229,18 @@ class SelfAttention(nn.Module):
 
 # Recomputed in the backward pass from its input: saving tanh-GELU's intermediates keeps three more
 # [B, N, mlp_dim] buffers per layer, which scanned layers also stack and copy (docs/benchmarks.md).
-_gelu = jax.checkpoint(nn.gelu)
+GELUS = {'tanh': jax.checkpoint(functools.partial(nn.gelu, approximate=True)),
+         'exact': jax.checkpoint(functools.partial(nn.gelu, approximate=False))}
 
 
 class Mlp(nn.Module):
-  """Transformer MLP: Dense(M) -> GELU -> dropout -> Dense(D) -> dropout."""
+  """Transformer MLP: Dense(M) -> GELU ('tanh' approximation or 'exact' erf) -> dropout -> Dense(D)
+  -> dropout."""
   mlp_dim: int
   dropout_rate: float
   deterministic: bool
   dtype: Any
+  gelu: str = 'tanh'
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -318,7 +248,7 @@ class Mlp(nn.Module):
     y = dense(self.mlp_dim, name='hidden',
               kernel_init=_param_init(nn.initializers.xavier_uniform(), 'embed', 'mlp'),
               bias_init=_param_init(nn.initializers.normal(stddev=1e-6), 'mlp'))(x)
-    y = nn.with_logical_constraint(_gelu(y), HIDDEN)
+    y = nn.with_logical_constraint(GELUS[self.gelu](y), HIDDEN)
     y = nn.Dropout(self.dropout_rate)(y, self.deterministic)
     y = dense(x.shape[-1], name='output',
               kernel_init=_param_init(nn.initializers.xavier_uniform(), 'mlp', 'embed'),
@@ -342,6 +272,10 @@ class EncoderBlock(nn.Module):
   deterministic: bool
   attention_implementation: str
   dtype: Any
+  layer_norm_epsilon: float
+  gelu: str
+  key_bias: bool
+  rope_grid: tuple[int, int, int] | None
 
   def _drop_path(self, branch: jnp.ndarray, rate) -> jnp.ndarray:
     # Scenic drops a residual branch per example and does not rescale the kept ones.
@@ -356,18 +290,20 @@ class EncoderBlock(nn.Module):
     attend = functools.partial(SelfAttention, num_heads=self.num_heads, grid=self.grid,
                                dropout_rate=self.attention_dropout_rate,
                                deterministic=self.deterministic,
-                               implementation=self.attention_implementation, dtype=self.dtype)
+                               implementation=self.attention_implementation, dtype=self.dtype,
+                               key_bias=self.key_bias, rope_grid=self.rope_grid)
+    norm = functools.partial(_layer_norm, dtype=self.dtype, epsilon=self.layer_norm_epsilon)
     if self.attention == 'factorised_self_attention':
       stages = [('temporal_', 'time'), ('spatial_', 'space')]
     else:
       stages = [('', 'time_and_space' if self.attention == 'factorised_dot_product' else 'joint')]
     for prefix, axis in stages:
-      y = _layer_norm(f'{prefix}attention_norm', self.dtype)(x)
+      y = norm(f'{prefix}attention_norm')(x)
       y = attend(axis=axis, name=f'{prefix}attention')(y)
       y = nn.Dropout(self.dropout_rate)(y, self.deterministic)
       x = x + self._drop_path(y, drop_rate)
-    y = _layer_norm('mlp_norm', self.dtype)(x)
-    y = Mlp(self.mlp_dim, self.dropout_rate, self.deterministic, self.dtype, name='mlp')(y)
+    y = norm('mlp_norm')(x)
+    y = Mlp(self.mlp_dim, self.dropout_rate, self.deterministic, self.dtype, self.gelu, name='mlp')(y)
     return nn.with_logical_constraint(x + self._drop_path(y, drop_rate), TOKENS), None
 
 
@@ -391,6 +327,11 @@ class Encoder(nn.Module):
   scan_layers: bool
   attention_implementation: str
   dtype: Any
+  layer_norm_epsilon: float
+  gelu: str
+  key_bias: bool
+  final_norm: bool  # False: the output is left unnormalised (the pooled vector gets fc_norm)
+  rope_grid: tuple[int, int, int] | None = None
 
   def drop_rates(self) -> np.ndarray:
     """Per-layer stochastic-depth rate [num_layers]."""
@@ -426,7 +367,9 @@ class Encoder(nn.Module):
                       num_heads=self.num_heads, dropout_rate=self.dropout_rate,
                       attention_dropout_rate=self.attention_dropout_rate,
                       drop_path=self.stochastic_depth > 0, deterministic=not train,
-                      attention_implementation=self.attention_implementation, dtype=self.dtype)
+                      attention_implementation=self.attention_implementation, dtype=self.dtype,
+                      layer_norm_epsilon=self.layer_norm_epsilon, gelu=self.gelu,
+                      key_bias=self.key_bias, rope_grid=self.rope_grid)
     drop_rates = self.drop_rates()
     if self.scan_layers:
       scanned = nn.scan(block, variable_axes={'params': 0}, split_rngs={'params': True, 'dropout': True},
@@ -436,7 +379,9 @@ class Encoder(nn.Module):
     else:
       for index in range(self.num_layers):
         x, _ = block(**block_args, name=f'layers_{index}')(x, drop_rates[index])
-    return _layer_norm('encoder_norm', jnp.float32)(x)
+    if not self.final_norm:
+      return x.astype(jnp.float32)
+    return _layer_norm('encoder_norm', jnp.float32, self.layer_norm_epsilon)(x)
 
 
 class PatchEmbedding(nn.Module):
@@ -487,22 +432,43 @@ class ViViT(nn.Module):
   attention_dropout_rate: float = 0.0
   stochastic_depth: float = 0.0
   stochastic_depth_schedule: str = 'linear'
-  remat_policy: str = 'none'
+  # Saves the matmuls' outputs and recomputes LayerNorm, softmax and GELU in the backward pass:
+  # with scanned layers every saved tensor is also stacked, zeroed and copied per layer, so saving
+  # less made the ViViT-B step 5-9% faster than 'none' and its temporaries 32% smaller
+  # (docs/benchmarks.md). 'none' saves everything; REMAT_POLICIES lists the others.
+  remat_policy: str = 'dots_saveable'
   scan_layers: bool = True
-  attention_implementation: str = 'xla'
+  attention_implementation: str = 'xla'  # one of attention.ATTENTION_IMPLEMENTATIONS
   dtype: str = 'float32'
+  # Numerics of other checkpoints (models/convert.py sets them): Scenic's are the defaults;
+  # Hugging Face VideoMAE uses epsilon 1e-12, VideoMAE and V-JEPA 2 the exact GELU.
+  layer_norm_epsilon: float = 1e-6
+  gelu: str = 'tanh'  # 'tanh' approximation or 'exact' (erf)
+  key_bias: bool = True  # False: no key-projection bias (VideoMAE's is fixed at zero)
+  # 'tokens': the encoder's final LayerNorm normalises every token (Scenic, ViViT, V-JEPA 2).
+  # 'pooled': tokens stay unnormalised and pooled = fc_norm(mean of the tokens) (VideoMAE's mean
+  # pooling); spatio_temporal with classifier='mean' only.
+  final_norm: str = 'tokens'
 
   def _check(self):
     choices = dict(variant=VARIANTS, classifier=('token', 'mean'),
-                   position_embedding=('learned', 'sinusoidal_3d', 'none'),
+                   position_embedding=('learned', 'sinusoidal_3d', 'rope_3d', 'none'),
                    patch_embedding=('tubelet', 'frame_2d'), dtype=('float32', 'bfloat16'),
-                   attention_implementation=ATTENTION_IMPLEMENTATIONS)
+                   attention_implementation=attention_kernels.ATTENTION_IMPLEMENTATIONS,
+                   gelu=tuple(GELUS), final_norm=('tokens', 'pooled'))
     for field, allowed in choices.items():
       if getattr(self, field) not in allowed:
         raise ValueError(f'ViViT {field}: expected one of {allowed}, got {getattr(self, field)!r}')
     if self.classifier == 'token' and self.variant in ('factorised_self_attention',
                                                        'factorised_dot_product'):
       raise ValueError(f"ViViT variant {self.variant!r} has no CLS token: set classifier='mean'")
+    plain_mean = self.variant == 'spatio_temporal' and self.classifier == 'mean'
+    if self.position_embedding == 'rope_3d' and not plain_mean:
+      raise ValueError("ViViT position_embedding='rope_3d' needs variant='spatio_temporal' and "
+                       f"classifier='mean', got {self.variant!r} and {self.classifier!r}")
+    if self.final_norm == 'pooled' and not plain_mean:
+      raise ValueError("ViViT final_norm='pooled' needs variant='spatio_temporal' and "
+                       f"classifier='mean', got {self.variant!r} and {self.classifier!r}")
     if self.patch_embedding == 'frame_2d' and self.patch_size[0] != 1:
       raise ValueError(f"ViViT patch_embedding='frame_2d' needs patch_size[0] == 1, "
                        f'got patch_size {tuple(self.patch_size)}')
@@ -531,7 +497,8 @@ class ViViT(nn.Module):
         attention_dropout_rate=self.attention_dropout_rate, stochastic_depth=self.stochastic_depth,
         stochastic_depth_schedule=self.stochastic_depth_schedule, remat_policy=self.remat_policy,
         scan_layers=self.scan_layers, attention_implementation=self.attention_implementation,
-        dtype=dtype)
+        dtype=dtype, layer_norm_epsilon=self.layer_norm_epsilon, gelu=self.gelu,
+        key_bias=self.key_bias, final_norm=self.final_norm == 'tokens')
     has_cls = self.classifier == 'token'
 
     if self.variant == 'factorised_encoder':
@@ -545,123 +512,12 @@ class ViViT(nn.Module):
       pooled = video_tokens[:, 0] if has_cls else video_tokens.mean(axis=1)
     else:
       attention = 'joint' if self.variant == 'spatio_temporal' else self.variant
+      rope_grid = (t, h, w) if self.position_embedding == 'rope_3d' else None
       out = encoder(num_layers=self.num_layers, attention=attention, grid=(t, h * w),
-                    name='encoder')(x.reshape(b, t * h * w, d), train=train)
+                    rope_grid=rope_grid, name='encoder')(x.reshape(b, t * h * w, d), train=train)
       tokens = out[:, int(has_cls):].reshape(b, t, h, w, d)
       pooled = out[:, 0] if has_cls else None
+      if self.final_norm == 'pooled':
+        pooled = _layer_norm('fc_norm', jnp.float32, self.layer_norm_epsilon)(out.mean(axis=1))
     tokens = nn.with_logical_constraint(tokens, GRID)
     return tokens, pooled
-
-
-def _layer_subtrees(params: dict, stacked: bool):
-  """Yields the dicts (at any depth) holding scanned 'layers' or unrolled 'layers_<i>' entries."""
-  if not isinstance(params, dict):
-    return
-  if ('layers' in params) if stacked else ('layers_0' in params):
-    yield params
-  for value in params.values():
-    yield from _layer_subtrees(value, stacked)
-
-
-def stack_layers(params: dict) -> dict:
-  """Params of a scan_layers=False model -> the same params for scan_layers=True (plain dicts)."""
-  params = plain_params(params)
-  for tree in list(_layer_subtrees(params, stacked=False)):
-    names = sorted((k for k in tree if k.startswith('layers_')), key=lambda k: int(k[7:]))
-    tree['layers'] = jax.tree.map(lambda *xs: jnp.stack(xs), *[tree.pop(k) for k in names])
-  return params
-
-
-def unstack_layers(params: dict) -> dict:
-  """Params of a scan_layers=True model -> the same params for scan_layers=False (plain dicts)."""
-  params = plain_params(params)
-  for tree in list(_layer_subtrees(params, stacked=True)):
-    stacked = tree.pop('layers')
-    count = jax.tree.leaves(stacked)[0].shape[0]
-    for index in range(count):
-      tree[f'layers_{index}'] = jax.tree.map(lambda x, i=index: x[i], stacked)
-  return params
-
-
-def plain_params(tree):
-  """Nested plain dicts of arrays (boxed logical-partitioning metadata removed)."""
-  tree = nn.meta.unbox(tree)
-  if hasattr(tree, 'items'):
-    return {key: plain_params(value) for key, value in tree.items()}
-  return tree
-
-
-def flops_per_clip(model_config: ml_collections.ConfigDict | dict, input_shape: Sequence[int]) -> float:
-  """Analytic forward FLOPs (2 x multiply-adds) for one clip of input_shape (T, H, W).
-
-  Counts the patch embedding, attention projections, attention matmuls (QK^T and AV) and MLPs;
-  ignores LayerNorm, softmax, GELU and bias adds (well under 1% for Ti and larger).
-  """
-  config = dict(model_config)
-  d, m, layers = config['hidden_size'], config['mlp_dim'], config['num_layers']
-  pt, ph, pw = config['patch_size']
-  t, h, w = (size // patch for size, patch in zip(input_shape, (pt, ph, pw)))
-  cls = 1 if config.get('classifier', 'token') == 'token' else 0
-  grid = t * h * w
-  embedding = 2 * grid * pt * ph * pw * 3 * d
-
-  def dense_per_token(num_attention_layers: int) -> float:
-    return 2 * (num_attention_layers * 4 * d * d + 2 * d * m)
-
-  def attention_matmuls(queries: int, keys: int, width: int) -> float:
-    return 2 * 2 * queries * keys * width  # QK^T and weights x V
-
-  variant = config.get('variant', 'spatio_temporal')
-  if variant == 'spatio_temporal':
-    n = grid + cls
-    per_layer = n * dense_per_token(1) + attention_matmuls(n, n, d)
-    return embedding + layers * per_layer
-  if variant == 'factorised_encoder':
-    frame = h * w + cls
-    spatial = t * (frame * dense_per_token(1) + attention_matmuls(frame, frame, d))
-    n = t + cls
-    temporal = n * dense_per_token(1) + attention_matmuls(n, n, d)
-    return embedding + layers * spatial + config['num_temporal_layers'] * temporal
-  if variant == 'factorised_self_attention':
-    per_layer = (grid * dense_per_token(2) + attention_matmuls(grid, t, d)
-                 + attention_matmuls(grid, h * w, d))
-    return embedding + layers * per_layer
-  if variant == 'factorised_dot_product':
-    per_layer = (grid * dense_per_token(1) + attention_matmuls(grid, t, d / 2)
-                 + attention_matmuls(grid, h * w, d / 2))
-    return embedding + layers * per_layer
-  raise ValueError(f'flops_per_clip: unknown variant {variant!r}')
-
-
-def count_params(model_config: ml_collections.ConfigDict, input_shape: Sequence[int]) -> int:
-  """Number of backbone parameters for clips of input_shape (T, H, W) (abstract init, no memory)."""
-  model = ViViT(**model_config)
-  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
-                                             jnp.zeros((1, *input_shape, 3)), train=False))
-  return num_params(shapes)
-
-
-def num_params(tree) -> int:
-  """Elements over every leaf of a param tree (arrays or jax.ShapeDtypeStructs)."""
-  return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(tree))
-
-
-def _print_table(sizes: Sequence[str], input_shape: Sequence[int]):
-  """Markdown table of params and GFLOPs per clip for every variant and size."""
-  print(f'| model | variant | params (M) | GFLOPs per clip ({"x".join(map(str, input_shape))}) |')
-  print('|---|---|---|---|')
-  for size in sizes:
-    for variant in VARIANTS:
-      config = vivit_config(f'{size}/16x2', variant=variant)
-      print(f'| {size}/16x2 | {variant} | {count_params(config, input_shape) / 1e6:.1f} | '
-            f'{flops_per_clip(config, input_shape) / 1e9:.0f} |')
-
-
-if __name__ == '__main__':
-  parser = argparse.ArgumentParser(description='ViViT parameter counts and FLOPs per clip.')
-  parser.add_argument('--count', action='store_true', help='print the table for docs/models.md')
-  parser.add_argument('--sizes', default='B,L')
-  parser.add_argument('--input_shape', default='32,224,224')
-  args = parser.parse_args()
-  if args.count:
-    _print_table(args.sizes.split(','), [int(v) for v in args.input_shape.split(',')])

@@ -1,15 +1,23 @@
-"""Converts an image-ViT .npz or a Scenic ViViT checkpoint into a directory our trainer can start from.
+"""Converts another project's checkpoint into a directory our trainer can start from.
+
+Formats (--from): big_vision_vit (image-ViT .npz), scenic_vivit (Scenic ViViT train states),
+videomae (VideoMAE / VideoMAE V2), vjepa2 (V-JEPA 2 encoders) and hf_vivit (Hugging Face ViViT); the
+last three read Hugging Face directories (config.json + model.safetensors) or, for videomae and
+vjepa2, the original .pth/.pt files (models/video_checkpoints.py).
 
   python -m vivit_cofinetune.tools.convert_checkpoint --from=big_vision_vit \
       --input=gs://vit_models/augreg/B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0.npz \
       --config=configs/demo_cofinetune.py --output=/tmp/vivit_b16_from_augreg
   python -m vivit_cofinetune.tools.convert_checkpoint --from=scenic_vivit \
       --input=/path/to/scenic/workdir --output=/tmp/vivit_from_scenic [--variant=factorised_dot_product]
+  python -m vivit_cofinetune.tools.convert_checkpoint --from=videomae \
+      --input=/path/to/videomae-large-finetuned-kinetics --output=/tmp/videomae_L [--input_shape=32,224,224]
 
 Writes OUTPUT/params (an Orbax PyTree checkpoint of {'backbone': ..., 'heads': {name: ...}}) and
 OUTPUT/config.json ({'model': the model config, 'heads': {name: {'num_classes', 'pooling'}},
 'source': how it was made}); point `config.init_from.path` at OUTPUT. Local paths only (copy a gs://
-file down first).
+file down first). The converter prints what it mapped, dropped and initialised fresh, and how the
+position embedding fits the clip shape (--input_shape; default the one the checkpoint was trained on).
 """
 import json
 import os
@@ -25,9 +33,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from vivit_cofinetune.models import convert
+from vivit_cofinetune.models import video_checkpoints
 from vivit_cofinetune.models import vivit
 
-_FROM = flags.DEFINE_enum('from', None, ['big_vision_vit', 'scenic_vivit'], 'Checkpoint format.')
+_FROM = flags.DEFINE_enum('from', None, ['big_vision_vit', 'scenic_vivit',
+                                         *video_checkpoints.FORMATS], 'Checkpoint format.')
 _INPUT = flags.DEFINE_string('input', None, 'Checkpoint file or directory.')
 _OUTPUT = flags.DEFINE_string('output', None, 'Directory to write (must not hold params yet).')
 _CONFIG = config_flags.DEFINE_config_file(
@@ -36,8 +46,12 @@ _CONFIG = config_flags.DEFINE_config_file(
 _VARIANT = flags.DEFINE_enum('variant', None, list(vivit.VARIANTS),
                              'Model variant, where a Scenic checkpoint cannot tell.')
 _INPUT_SHAPE = flags.DEFINE_list(
-    'input_shape', None, 'Clip size T,H,W the converted model is for (big_vision_vit); default: '
-    'num_frames and crop_size of the config\'s first task.')
+    'input_shape', None, 'Clip size T,H,W the converted model is for. big_vision_vit: default '
+    'num_frames and crop_size of the config\'s first task; videomae, vjepa2, hf_vivit: default the '
+    'clip size the checkpoint was trained on (position embeddings are resized to the new one).')
+_NUM_HEADS = flags.DEFINE_integer(
+    'num_heads', None, 'Attention heads, for an original .pth whose hidden size is not a standard '
+    'S/B/L/H/g width (Hugging Face directories say it in config.json).')
 _KERNEL_INIT = flags.DEFINE_enum('kernel_init', 'central_frame', ['central_frame', 'average'],
                                  'Patch-kernel inflation (big_vision_vit).')
 _TEMPORAL_ATTENTION_INIT = flags.DEFINE_enum(
@@ -76,7 +90,7 @@ def convert_checkpoint(from_format: str, input_path: str, output_dir: str, *,
                        input_shape: tuple[int, int, int] | None = None,
                        kernel_init: str = 'central_frame', temporal_attention_init: str = 'zero',
                        temporal_encoder_init: str = 'fresh', head_name: str = 'pretrained',
-                       seed: int = 0) -> dict[str, Any]:
+                       num_heads: int | None = None, seed: int = 0) -> dict[str, Any]:
   """Converts and writes output_dir/params and output_dir/config.json; returns the config.json dict."""
   model_config = _model_config(config)
   heads, head_info = {}, {}
@@ -107,8 +121,22 @@ def convert_checkpoint(from_format: str, input_path: str, output_dir: str, *,
       head_info[head_name] = dict(num_classes=int(head['output']['bias'].shape[0]),
                                   pooling='token' if pooled else 'mean')
     options = dict(variant=model_config.variant)
+  elif from_format in video_checkpoints.FORMATS:
+    shape = tuple(int(size) for size in input_shape) if input_shape else None
+    if shape is not None and len(shape) != 3:
+      raise ValueError(f'--input_shape: expected T,H,W, got {input_shape}')
+    scan_layers = model_config.get('scan_layers', True) if model_config is not None else True
+    conversion = video_checkpoints.convert(from_format, input_path, clip_shape=shape,
+                                           num_heads=num_heads, scan_layers=scan_layers)
+    model_config, backbone = conversion.model_config, conversion.backbone
+    if conversion.head is not None:
+      heads[head_name] = conversion.head
+      head_info[head_name] = dict(num_classes=int(conversion.head['output']['bias'].shape[0]),
+                                  pooling=conversion.head_pooling)
+    options = dict(input_shape=list(conversion.clip_shape), **conversion.report())
   else:
-    raise ValueError(f'--from: expected big_vision_vit or scenic_vivit, got {from_format!r}')
+    raise ValueError(f'--from: expected big_vision_vit, scenic_vivit or one of '
+                     f'{video_checkpoints.FORMATS}, got {from_format!r}')
 
   output_dir = os.path.abspath(output_dir)
   params = {'backbone': backbone, 'heads': heads}
@@ -129,7 +157,7 @@ def main(argv):
       input_shape=_INPUT_SHAPE.value, kernel_init=_KERNEL_INIT.value,
       temporal_attention_init=_TEMPORAL_ATTENTION_INIT.value,
       temporal_encoder_init=_TEMPORAL_ENCODER_INIT.value, head_name=_HEAD_NAME.value,
-      seed=_SEED.value)
+      num_heads=_NUM_HEADS.value, seed=_SEED.value)
   print(json.dumps(description, indent=2, default=list))
 
 
