@@ -32,7 +32,7 @@ import tensorflow_datasets as tfds
 
 from vivit_cofinetune.data.builders import video_builder
 from vivit_cofinetune.data.builders import video_io
-from vivit_cofinetune.metrics import ava as ava_metric
+from vivit_cofinetune.metrics import ava_files
 
 LABEL_MAP = 'ava_action_list_v2.2.pbtxt'
 EVAL_LABEL_MAP = 'ava_action_list_v2.2_for_activitynet_2019.pbtxt'
@@ -119,7 +119,7 @@ def read_keyframes(annotations: epath.Path, detections: epath.Path | None,
   """
   ground_truth = read_annotations(annotations)
   detected = read_detections(detections) if detections else {}
-  excluded = ava_metric.read_exclusions(os.fspath(exclusions)) if exclusions else set()
+  excluded = ava_files.read_exclusions(os.fspath(exclusions)) if exclusions else set()
   keys = set(ground_truth) | (set(detected) if include_detection_only else set())
   keyframes = []
   for key in sorted(keys - excluded):
@@ -152,8 +152,9 @@ class _VideoSource:
 class AvaV22(video_builder.VideoBuilder):
   """AVA Actions v2.2: 80 atomic actions of every person at 1 Hz keyframes of 15-minute movie parts."""
   name = 'ava_v2_2'
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'First release: keyframe windows as JPEG frames, boxes, detections.'}
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {'1.0.0': 'First release: keyframe windows as JPEG frames, boxes, detections.',
+                   '1.1.0': 'The metadata names the evaluation files of each split.'}
   BUILDER_CONFIGS = [
       # PySlowFast's AVA clips: 32 frames every 2nd at 30 fps cover 2.1 s around the keyframe.
       video_builder.VideoConfig(name='default', fps=30, short_side=256, window_seconds=2.4,
@@ -206,14 +207,7 @@ class AvaV22(video_builder.VideoBuilder):
     optional = {kind: path if path.exists() else None for kind, path in files.items()}
     keyframes = read_keyframes(files['groundtruth'], optional['detections'],
                                optional['exclusions'], include_detection_only=split != 'train')
-    # What the in-training evaluation reads, copied so that the dataset is self-contained.
-    data_dir = epath.Path(self.data_dir)
-    shutil.copyfile(files['groundtruth'], data_dir / GROUNDTRUTH_FILE.format(split=split))
-    exclusions_copy = data_dir / EXCLUSIONS_FILE.format(split=split)
-    if optional['exclusions']:
-      shutil.copyfile(files['exclusions'], exclusions_copy)
-    else:
-      exclusions_copy.write_text('')
+    self._store_evaluation_files(split, files['groundtruth'], optional['exclusions'])
     by_video = collections.defaultdict(list)
     for keyframe in keyframes:
       by_video[keyframe.video_id].append(keyframe)
@@ -231,8 +225,8 @@ class AvaV22(video_builder.VideoBuilder):
     for name in (LABEL_MAP, EVAL_LABEL_MAP):
       if not (annotations / name).exists():
         raise video_builder.missing_file_error(annotations / name, 'the AVA v2.2 label map')
-    label_map, _ = ava_metric.read_labelmap(os.fspath(annotations / LABEL_MAP))
-    eval_label_map, _ = ava_metric.read_labelmap(os.fspath(annotations / EVAL_LABEL_MAP))
+    label_map, _ = ava_files.read_labelmap(os.fspath(annotations / LABEL_MAP))
+    eval_label_map, _ = ava_files.read_labelmap(os.fspath(annotations / EVAL_LABEL_MAP))
     self._class_ids = sorted(label_map)
     if len(self._class_ids) != NUM_CLASSES:
       raise ValueError(f'{annotations / LABEL_MAP}: expected the {NUM_CLASSES} AVA v2.2 classes, '
@@ -243,6 +237,25 @@ class AvaV22(video_builder.VideoBuilder):
     data_dir = epath.Path(self.data_dir)
     shutil.copyfile(annotations / LABEL_MAP, data_dir / LABEL_MAP_FILE)
     shutil.copyfile(annotations / EVAL_LABEL_MAP, data_dir / EVAL_LABEL_MAP_FILE)
+
+  def _store_evaluation_files(self, split: str, groundtruth: epath.Path,
+                              exclusions: epath.Path | None) -> None:
+    """Copies what evaluating `split` reads into the dataset and names the files in its metadata.
+
+    The names (relative to the prepared dataset's folder) are what `dataset_info.localisation_info`
+    hands to a run and what `python -m vivit_cofinetune.metrics.ava` takes, so both score against
+    the same files.
+    """
+    names = dict(groundtruth=GROUNDTRUTH_FILE.format(split=split),
+                 exclusions=EXCLUSIONS_FILE.format(split=split),
+                 label_map=LABEL_MAP_FILE, eval_label_map=EVAL_LABEL_MAP_FILE)
+    data_dir = epath.Path(self.data_dir)
+    shutil.copyfile(groundtruth, data_dir / names['groundtruth'])
+    if exclusions:
+      shutil.copyfile(exclusions, data_dir / names['exclusions'])
+    else:
+      (data_dir / names['exclusions']).write_text('')
+    self.info.metadata.setdefault('evaluation_files', {})[split] = names
 
   def _video_sources(self, manual_dir: epath.Path, video_ids: list[str]) -> dict[str, _VideoSource]:
     """Each video's source in the first layout that holds it: full movies, 15-minute cuts, frames."""
@@ -319,8 +332,9 @@ class AvaV22(video_builder.VideoBuilder):
 class AvaKinetics(AvaV22):
   """AVA-Kinetics: AVA's 80 actions annotated on one keyframe of Kinetics-700 clips."""
   name = 'ava_kinetics'
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'First release, in the same example format as ava_v2_2.'}
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {'1.0.0': 'First release, in the same example format as ava_v2_2.',
+                   '1.1.0': 'The metadata names the evaluation files of each split.'}
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
       'Download the AVA-Kinetics annotations (https://research.google.com/ava/download.html) and the '
       'Kinetics-700 clips into --manual_dir: annotations/kinetics_{train,val}_v1.0.csv with the AVA '
