@@ -57,6 +57,7 @@ import argparse
 import heapq
 import json
 import math
+import sys
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -401,6 +402,29 @@ def _average_precision(scores, true_positive, num_groundtruth):
   return float(np.sum((recall[steps] - recall[steps - 1]) * precision[steps]))
 
 
+def detection_warnings(groundtruth: ava_files.Annotations, detections: ava_files.Annotations,
+                       labelmap: dict[int, str]) -> list[str]:
+  """Why detections would score an mAP of 0 whatever the model: none at all, none of an evaluated
+  class, or none on an annotated keyframe (other video ids, or timestamps not in seconds)."""
+  if not len(detections):
+    return ['no detections: every class gets AP 0.']
+  evaluated = np.isin(detections.label, np.fromiter(labelmap, np.int64))
+  if not evaluated.any():
+    return [f'none of the {len(detections)} detections has a class id of the label map (found '
+            f'{np.unique(detections.label)[:10].tolist()}, expected ids like '
+            f'{sorted(labelmap)[:10]}): every class gets AP 0.']
+  keyframes = set(zip(groundtruth.video_id.tolist(), groundtruth.timestamp.tolist()))
+  on_keyframes = [key in keyframes for key in
+                  zip(detections.video_id.tolist(), detections.timestamp.tolist())]
+  if keyframes and not any(on_keyframes):
+    example = (detections.video_id[0], int(detections.timestamp[0]))
+    truth = min(keyframes)
+    return [f'none of the {len(detections)} detections is on a ground-truth keyframe (for '
+            f'example {example[0]},{example[1]}; the ground truth has {truth[0]},{truth[1]}): '
+            'check the video ids and that timestamps are seconds. Every class gets AP 0.']
+  return []
+
+
 # -------------------------------------------------------------------- CLI ---
 
 
@@ -436,21 +460,27 @@ def main(argv: Sequence[str] | None = None) -> dict:
                       help=f'activitynet only: the reader cap per keyframe '
                       f'(default {DETECTIONS_PER_IMAGE}; 0 = none)')
   args = parser.parse_args(argv)
-  labelmap, class_ids = ava_files.read_labelmap(args.labelmap)
-  train_counts = None
-  if args.train_groundtruth:
-    train = ava_files.read_csv(args.train_groundtruth, class_ids)
-    labels, counts = np.unique(train.label, return_counts=True)
-    train_counts = dict(zip(labels.tolist(), counts.tolist()))
-  thresholds = None
-  if args.group_thresholds:
-    thresholds = tuple(float(v) for v in args.group_thresholds.split(','))
-    if len(thresholds) != 2:
-      parser.error('--group_thresholds takes two numbers: low,high')
-  result = evaluate(ava_files.read_csv(args.groundtruth, class_ids),
-                    ava_files.read_csv(args.detections, class_ids, load_scores=True),
-                    labelmap, ava_files.read_exclusions(args.exclusions), train_counts,
-                    thresholds, args.detections_per_image, args.protocol)
+  try:
+    labelmap, class_ids = ava_files.read_labelmap(args.labelmap)
+    train_counts = None
+    if args.train_groundtruth:
+      train = ava_files.read_csv(args.train_groundtruth, class_ids)
+      labels, counts = np.unique(train.label, return_counts=True)
+      train_counts = dict(zip(labels.tolist(), counts.tolist()))
+    thresholds = None
+    if args.group_thresholds:
+      thresholds = tuple(float(v) for v in args.group_thresholds.split(','))
+      if len(thresholds) != 2:
+        parser.error('--group_thresholds takes two numbers: low,high')
+    groundtruth = ava_files.read_csv(args.groundtruth, class_ids)
+    detections = ava_files.read_csv(args.detections, load_scores=True)
+    for warning in detection_warnings(groundtruth, detections, labelmap):
+      print(f'warning: {args.detections}: {warning}', file=sys.stderr)
+    result = evaluate(groundtruth, detections, labelmap,
+                      ava_files.read_exclusions(args.exclusions), train_counts, thresholds,
+                      args.detections_per_image, args.protocol)
+  except (OSError, ValueError) as error:
+    sys.exit(f'metrics.ava: {error}')
   print(json.dumps(_json_ready(result), indent=1))
   return result
 

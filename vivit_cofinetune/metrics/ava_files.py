@@ -11,6 +11,7 @@ the 1-based line.
 import csv
 import dataclasses
 import io
+import re
 from typing import Iterable, Sequence
 
 from absl import logging
@@ -80,25 +81,55 @@ def annotations_from_arrays(video_ids: Sequence[str] | np.ndarray,
 
 
 def read_labelmap(path: str) -> tuple[dict[int, str], set[int]]:
-  """Reads a label map pbtxt (`item {name, id}` or `label {name, label_id}`)."""
-  labelmap, name = {}, None
+  """Reads a label map: pbtxt (`item {name, id}` or `label {name, label_id}`) or `id,name` CSV."""
   try:
-    lines = epath.Path(path).read_text().splitlines()
+    text = epath.Path(path).read_text()
   except OSError as error:
     raise OSError(f'{path}: cannot read label map ({error}).') from error
-  for line_number, line in enumerate(lines, start=1):
-    field, _, value = line.strip().partition(':')
-    if field == 'name':
-      name = value.strip().strip('"')
-    elif field in ('id', 'label_id'):
-      if name is None or not value.strip().isdigit():
-        raise ValueError(f'{path}:{line_number}: expected `{field}: <int>` after '
-                         f'a `name:` line, got {line!r}.')
-      labelmap[int(value)] = name
-      name = None
+  if str(path).endswith('.csv'):
+    entries = _labelmap_csv_entries(path, text)
+  else:
+    entries = _labelmap_pbtxt_entries(path, text)
+  labelmap, line_of = {}, {}
+  for line_number, class_id, name in entries:
+    if class_id in labelmap:
+      raise ValueError(f'{path}:{line_number}: id {class_id} ({name!r}) is already the id of '
+                       f'{labelmap[class_id]!r} (line {line_of[class_id]}); ids must be unique.')
+    labelmap[class_id], line_of[class_id] = name, line_number
   if not labelmap:
     raise ValueError(f'{path}: no `name`/`id` entries found.')
   return labelmap, set(labelmap)
+
+
+def _labelmap_pbtxt_entries(path, text) -> list[tuple[int, int, str]]:
+  """(line, id, name) of each `name:` field followed by an `id:` (or `label_id:`) field; fields may
+  share a line (`item { name: "walk" id: 1 }`)."""
+  entries, name = [], None
+  for match in re.finditer(r'\b(name|id|label_id)\s*:\s*("[^"\n]*"|[^\s}]*)', text):
+    field, value = match.groups()
+    line_number = text.count('\n', 0, match.start()) + 1
+    if field == 'name':
+      name = value.strip('"')
+    elif name is None or not value.isdigit():
+      raise ValueError(f'{path}:{line_number}: expected `{field}: <int>` after a `name:` field, '
+                       f'got `{field}: {value}`.')
+    else:
+      entries.append((line_number, int(value), name))
+      name = None
+  return entries
+
+
+def _labelmap_csv_entries(path, text) -> list[tuple[int, int, str]]:
+  """(line, id, name) of `id,name` rows; a first row `id,name` is a header."""
+  entries = []
+  for line_number, row in enumerate(csv.reader(io.StringIO(text, newline='')), start=1):
+    if not row or (line_number == 1 and [cell.strip() for cell in row] == ['id', 'name']):
+      continue
+    if len(row) != 2 or not row[0].strip().isdigit() or not row[1].strip():
+      raise ValueError(f'{path}:{line_number}: expected `id,name` with a whole-number id, got '
+                       f'{row!r}.')
+    entries.append((line_number, int(row[0]), row[1].strip()))
+  return entries
 
 
 def read_exclusions(path: str | None) -> set[tuple[str, int]]:
@@ -224,8 +255,11 @@ def _parse_column(data, starts, lengths, path, line_numbers, index) -> np.ndarra
     try:
       values[field] = float(text)
     except ValueError:
-      raise ValueError(f'{path}:{line_numbers()[field]}: column {index + 1} is '
-                       f'not a number: {text!r}.') from None
+      line_number = line_numbers()[field]
+      hint = (' If it is a header line, remove it: AVA CSVs have none.' if line_number == 1
+              else '')
+      raise ValueError(f'{path}:{line_number}: column {index + 1} is not a number: '
+                       f'{text!r}.{hint}') from None
   return values
 
 
@@ -303,6 +337,17 @@ def _video_codes(video_ids):
 
 
 # ---------------------------------------------------------------- writing ---
+
+
+def write_labelmap(path: str, labelmap: dict[int, str]) -> None:
+  """Writes a label map as the release's pbtxt: one `item { name: "..." id: N }` per class."""
+  for class_id, name in labelmap.items():
+    if '"' in name or '\n' in name:
+      raise ValueError(f'class {class_id}: name {name!r} holds a quote or a newline, which a '
+                       'pbtxt label map cannot hold.')
+  epath.Path(path).write_text(''.join(
+      f'item {{\n  name: "{labelmap[class_id]}"\n  id: {class_id}\n}}\n'
+      for class_id in sorted(labelmap)))
 
 
 def write_csv(path: str, annotations: Annotations, box_decimals: int = 3,

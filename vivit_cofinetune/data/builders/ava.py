@@ -61,9 +61,11 @@ class Keyframe:
   detector_scores: tuple[float, ...]
 
 
-def _rows(path: epath.Path) -> list[list[str]]:
+def _rows(path: epath.Path) -> list[tuple[int, list[str]]]:
+  """(1-based line number, columns) of each non-empty row."""
   with open(os.fspath(path), newline='') as file:
-    return [row for row in csv.reader(file) if row]
+    reader = csv.reader(file)
+    return [(reader.line_num, row) for row in reader if row]
 
 
 def _person_id(text: str) -> int:
@@ -78,15 +80,19 @@ def read_annotations(path: epath.Path) -> dict[tuple[str, int], dict[tuple[str, 
   A box with k actions has k rows in the official CSVs; rows with the same coordinates are one person.
   """
   keyframes = collections.defaultdict(dict)
-  for line_number, row in enumerate(_rows(path), start=1):
+  for line_number, row in _rows(path):
     if len(row) != 8:
       raise ValueError(f'{path}:{line_number}: expected 8 columns video_id,timestamp,x1,y1,x2,y2,'
                        f'action_id,person_id; got {row!r}')
     try:
       key, action = (row[0], int(row[1])), int(row[6])
-      [float(value) for value in row[2:6]]  # pylint: disable=expression-not-assigned
+      x1, y1, x2, y2 = (float(value) for value in row[2:6])
     except ValueError as error:
       raise ValueError(f'{path}:{line_number}: {error} in {row!r}') from error
+    # A box outside the frame or turned inside out would be stored as one more person.
+    if not (0 <= x1 <= x2 <= 1 and 0 <= y1 <= y2 <= 1):
+      raise ValueError(f'{path}:{line_number}: box x1,y1,x2,y2 = {",".join(row[2:6])}; expected '
+                       '0 <= x1 <= x2 <= 1 and 0 <= y1 <= y2 <= 1 (fractions of the frame)')
     person = keyframes[key].setdefault(tuple(row[2:6]), [set(), _person_id(row[7])])
     person[0].add(action)
   return keyframes
@@ -98,7 +104,7 @@ def read_detections(path: epath.Path) -> dict[tuple[str, int], list[tuple[tuple[
   Rows are `video_id,timestamp,x1,y1,x2,y2,action,score`, the action empty or -1.
   """
   detections = collections.defaultdict(list)
-  for line_number, row in enumerate(_rows(path), start=1):
+  for line_number, row in _rows(path):
     if len(row) != 8 or row[6].strip() not in ('', '-1'):
       raise ValueError(f'{path}:{line_number}: expected video_id,timestamp,x1,y1,x2,y2,,score '
                        f'(action column empty or -1); got {row!r}')
@@ -142,11 +148,13 @@ def _y1x1y2x2(boxes: tuple[tuple[float, ...], ...]) -> np.ndarray:
 
 
 @dataclasses.dataclass(frozen=True)
-class _VideoSource:
-  """Where a video's frames are: a file or a frame folder, and its time 0 in keyframe seconds."""
+class VideoSource:
+  """Where a video's frames are: a file, or a frame folder shown at `frames_fps`, and its time 0 in
+  keyframe seconds."""
   path: str
   time_zero: float
   frame_files: tuple[str, ...] = ()
+  frames_fps: float = _FRAMES_FPS
 
 
 class AvaV22(video_builder.VideoBuilder):
@@ -167,6 +175,15 @@ class AvaV22(video_builder.VideoBuilder):
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
       'Download the AVA v2.2 annotations and videos (https://research.google.com/ava/download.html) '
       'into --manual_dir: annotations/ plus videos/, videos_15min/ or frames/ (docs/data.md).')
+  ANNOTATION_PATTERNS = ('annotations/*',)
+  VIDEO_LAYOUTS = 'videos/, videos_15min/ or frames/'
+  HOMEPAGE = 'https://research.google.com/ava/'
+  CITATION = ('Gu et al., AVA: A Video Dataset of Spatio-temporally Localized Atomic Visual '
+              'Actions, CVPR 2018.')
+
+  def _num_classes(self) -> int:
+    """Width of `gt_labels`: the classes of the label map."""
+    return NUM_CLASSES
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
@@ -176,7 +193,7 @@ class AvaV22(video_builder.VideoBuilder):
             'video_id': tfds.features.Text(),
             'timestamp': np.int32,
             'gt_boxes': tfds.features.Tensor(shape=(None, 4), dtype=np.float32),
-            'gt_labels': tfds.features.Tensor(shape=(None, NUM_CLASSES), dtype=np.bool_),
+            'gt_labels': tfds.features.Tensor(shape=(None, self._num_classes()), dtype=np.bool_),
             'gt_person_ids': tfds.features.Tensor(shape=(None,), dtype=np.int32),
             'detector_boxes': tfds.features.Tensor(shape=(None, 4), dtype=np.float32),
             'detector_scores': tfds.features.Tensor(shape=(None,), dtype=np.float32),
@@ -184,9 +201,7 @@ class AvaV22(video_builder.VideoBuilder):
         metadata=tfds.core.MetadataDict(),
         # Records in generation order, so the metadata's example_video_ids match the file order.
         disable_shuffling=True,
-        homepage='https://research.google.com/ava/',
-        citation='Gu et al., AVA: A Video Dataset of Spatio-temporally Localized Atomic Visual '
-                 'Actions, CVPR 2018.')
+        homepage=self.HOMEPAGE, citation=self.CITATION)
 
   # Files of the release; AVA-Kinetics names its own.
   def _annotation_file(self, split: str, kind: str) -> str:
@@ -203,10 +218,21 @@ class AvaV22(video_builder.VideoBuilder):
     files = {kind: annotations / self._annotation_file(split, kind)
              for kind in ('groundtruth', 'exclusions', 'detections')}
     if not files['groundtruth'].exists():
-      raise video_builder.missing_file_error(files['groundtruth'], f'the official {split} CSV')
+      raise video_builder.missing_file_error(files['groundtruth'], f'the {split} CSV')
     optional = {kind: path if path.exists() else None for kind, path in files.items()}
     keyframes = read_keyframes(files['groundtruth'], optional['detections'],
                                optional['exclusions'], include_detection_only=split != 'train')
+    if split != 'train':
+      self.info.metadata.setdefault('scored_boxes', {})[split] = (
+          'detector' if optional['detections'] else 'groundtruth')
+    if split != 'train' and not optional['detections']:
+      # Without a person detector's boxes evaluation scores the annotated ones: a measure of
+      # recognising actions of known people, not of finding them.
+      print(f'{self.name} {split}: no {files["detections"].name}; evaluation will score the '
+            'ground-truth boxes', flush=True)
+      keyframes = [dataclasses.replace(keyframe, detector_boxes=keyframe.boxes,
+                                       detector_scores=(1.0,) * len(keyframe.boxes))
+                   for keyframe in keyframes]
     self._store_evaluation_files(split, files['groundtruth'], optional['exclusions'])
     by_video = collections.defaultdict(list)
     for keyframe in keyframes:
@@ -221,22 +247,41 @@ class AvaV22(video_builder.VideoBuilder):
             payload=(source, tuple(video_keyframes[start:start + _KEYFRAMES_PER_ITEM]))))
     return items
 
-  def _read_label_maps(self, annotations: epath.Path) -> None:
+  def _label_map_files(self, annotations: epath.Path) -> tuple[epath.Path, epath.Path | None]:
+    """The label map and the evaluated classes' label map (None: every class is evaluated)."""
     for name in (LABEL_MAP, EVAL_LABEL_MAP):
       if not (annotations / name).exists():
         raise video_builder.missing_file_error(annotations / name, 'the AVA v2.2 label map')
-    label_map, _ = ava_files.read_labelmap(os.fspath(annotations / LABEL_MAP))
-    eval_label_map, _ = ava_files.read_labelmap(os.fspath(annotations / EVAL_LABEL_MAP))
+    return annotations / LABEL_MAP, annotations / EVAL_LABEL_MAP
+
+  def _check_label_map(self, path: epath.Path, label_map: dict[int, str]) -> None:
+    if len(label_map) != NUM_CLASSES:
+      raise ValueError(f'{path}: expected the {NUM_CLASSES} AVA v2.2 classes, found '
+                       f'{len(label_map)}')
+
+  def _read_label_maps(self, annotations: epath.Path) -> None:
+    """Class ids and names into the metadata; both label maps into the dataset, as pbtxt."""
+    label_map_path, eval_label_map_path = self._label_map_files(annotations)
+    label_map, _ = ava_files.read_labelmap(os.fspath(label_map_path))
+    self._check_label_map(label_map_path, label_map)
+    eval_label_map = label_map
+    if eval_label_map_path:
+      eval_label_map, _ = ava_files.read_labelmap(os.fspath(eval_label_map_path))
+      unknown = sorted(set(eval_label_map) - set(label_map))
+      if unknown:
+        raise ValueError(f'{eval_label_map_path}: ids {unknown} are not in {label_map_path.name}')
+    self._label_map_name = label_map_path.name
     self._class_ids = sorted(label_map)
-    if len(self._class_ids) != NUM_CLASSES:
-      raise ValueError(f'{annotations / LABEL_MAP}: expected the {NUM_CLASSES} AVA v2.2 classes, '
-                       f'found {len(self._class_ids)}')
     self.info.metadata.update(
         class_names=[label_map[class_id] for class_id in self._class_ids],
         class_ids=self._class_ids, eval_class_ids=sorted(eval_label_map))
     data_dir = epath.Path(self.data_dir)
-    shutil.copyfile(annotations / LABEL_MAP, data_dir / LABEL_MAP_FILE)
-    shutil.copyfile(annotations / EVAL_LABEL_MAP, data_dir / EVAL_LABEL_MAP_FILE)
+    for source, labels, stored in ((label_map_path, label_map, LABEL_MAP_FILE),
+                                   (eval_label_map_path, eval_label_map, EVAL_LABEL_MAP_FILE)):
+      if source and source.suffix == '.pbtxt':
+        shutil.copyfile(source, data_dir / stored)  # byte for byte what the release says
+      else:
+        ava_files.write_labelmap(os.fspath(data_dir / stored), labels)
 
   def _store_evaluation_files(self, split: str, groundtruth: epath.Path,
                               exclusions: epath.Path | None) -> None:
@@ -257,7 +302,7 @@ class AvaV22(video_builder.VideoBuilder):
       (data_dir / names['exclusions']).write_text('')
     self.info.metadata.setdefault('evaluation_files', {})[split] = names
 
-  def _video_sources(self, manual_dir: epath.Path, video_ids: list[str]) -> dict[str, _VideoSource]:
+  def _video_sources(self, manual_dir: epath.Path, video_ids: list[str]) -> dict[str, VideoSource]:
     """Each video's source in the first layout that holds it: full movies, 15-minute cuts, frames."""
     movies = video_builder.find_videos(manual_dir / 'videos')
     cuts = video_builder.find_videos(manual_dir / 'videos_15min')
@@ -265,19 +310,19 @@ class AvaV22(video_builder.VideoBuilder):
     for video_id in video_ids:
       frame_folder = manual_dir / 'frames' / video_id
       if video_id in movies:
-        sources[video_id] = _VideoSource(movies[video_id], time_zero=0.0)
+        sources[video_id] = VideoSource(movies[video_id], time_zero=0.0)
       elif video_id in cuts:
-        sources[video_id] = _VideoSource(cuts[video_id], time_zero=_CUT_START_SECONDS)
+        sources[video_id] = VideoSource(cuts[video_id], time_zero=_CUT_START_SECONDS)
       elif frame_folder.exists():
         files = sorted(os.fspath(path) for path in frame_folder.glob(f'{video_id}_*.jpg'))
-        sources[video_id] = _VideoSource(os.fspath(frame_folder), time_zero=_CUT_START_SECONDS,
+        sources[video_id] = VideoSource(os.fspath(frame_folder), time_zero=_CUT_START_SECONDS,
                                          frame_files=tuple(files))
     return sources
 
   def _examples(self, item: video_builder.WorkItem) -> list[dict[str, Any]]:
     source, keyframes = item.payload
     if source is None:
-      raise video_io.VideoError('missing: no file under videos/, videos_15min/ or frames/')
+      raise video_io.VideoError(f'missing: no file under {self.VIDEO_LAYOUTS}')
     config = self.builder_config
     half = int(round(config.window_seconds / 2 * config.fps))
     offsets = np.arange(-half, half + 1) / config.fps
@@ -287,7 +332,7 @@ class AvaV22(video_builder.VideoBuilder):
     order = np.argsort(times, kind='stable')
     if source.frame_files or not os.path.isfile(source.path):
       frames, duration = video_io.folder_frames_at(
-          source.frame_files, _FRAMES_FPS, times[order], short_side=config.short_side,
+          source.frame_files, source.frames_fps, times[order], short_side=config.short_side,
           jpeg_quality=config.jpeg_quality)
     else:
       frames, duration = video_io.video_frames_at(
@@ -307,7 +352,7 @@ class AvaV22(video_builder.VideoBuilder):
         unknown = actions - set(self._class_ids)
         if unknown:
           raise ValueError(f'{item.video_id} at {keyframe.timestamp}: action ids {sorted(unknown)} '
-                           f'are not in {LABEL_MAP}')
+                           f'are not in {self._label_map_name}')
         labels[person, [self._class_ids.index(action) for action in sorted(actions)]] = True
       window = unsorted[index * len(offsets):(index + 1) * len(offsets)]
       examples.append(dict(
@@ -345,11 +390,11 @@ class AvaKinetics(AvaV22):
             'exclusions': f'kinetics_{_SPLIT_FILES[split]}_excluded_timestamps_v1.0.csv',
             'detections': f'kinetics_{_SPLIT_FILES[split]}_predicted_boxes.csv'}[kind]
 
-  def _video_sources(self, manual_dir: epath.Path, video_ids: list[str]) -> dict[str, _VideoSource]:
+  def _video_sources(self, manual_dir: epath.Path, video_ids: list[str]) -> dict[str, VideoSource]:
     """A YouTube id's Kinetics clip `<id>_<start>_<end>`: time 0 of the clip is YouTube second start."""
     sources = {}
     for stem, path in video_builder.find_videos(manual_dir).items():
       match = re.fullmatch(r'(.+)_(\d{6})_(\d{6})', stem)
       if match:
-        sources[match.group(1)] = _VideoSource(path, time_zero=float(match.group(2)))
+        sources[match.group(1)] = VideoSource(path, time_zero=float(match.group(2)))
     return {video_id: sources[video_id] for video_id in video_ids if video_id in sources}
