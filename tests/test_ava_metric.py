@@ -548,3 +548,59 @@ def test_slowfast_has_no_cap_to_set():
                  protocol='slowfast')
   with pytest.raises(ValueError, match="protocol='voc'"):
     ava.evaluate(*adversarial_case(), LABELMAP, protocol='voc')
+
+
+# ---- The CLI answers a user's mistake in one line, or warns where the mAP would silently be 0. ----
+
+
+def _cli_error(*arguments) -> str:
+  with pytest.raises(SystemExit) as error:
+    ava.main(list(arguments))
+  message = str(error.value)
+  assert message.startswith('metrics.ava: ') and '\n' not in message, message
+  return message
+
+
+def test_cli_names_a_header_line_in_the_groundtruth(tmp_path):
+  groundtruth = tmp_path / 'groundtruth.csv'
+  with open(GROUNDTRUTH) as file:
+    groundtruth.write_text('video_id,timestamp,x1,y1,x2,y2,action_id,person_id\n' + file.read())
+  message = _cli_error('--groundtruth', str(groundtruth), '--detections', GROUNDTRUTH,
+                       '--labelmap', LABELMAP_60)
+  assert f'{groundtruth}:1:' in message and 'header' in message
+
+
+def test_cli_names_a_nan_score(tmp_path):
+  detections = tmp_path / 'detections.csv'
+  detections.write_text('1j20qq1JyX4,0902,0.1,0.1,0.5,0.5,1,0.9\n'
+                        '1j20qq1JyX4,0902,0.1,0.1,0.5,0.5,3,nan\n')
+  message = _cli_error('--groundtruth', GROUNDTRUTH, '--detections', str(detections),
+                       '--labelmap', LABELMAP_60)
+  assert f'{detections}:2:' in message and 'finite' in message
+
+
+def test_cli_names_a_duplicate_label_map_id(tmp_path):
+  labelmap = tmp_path / 'labelmap.pbtxt'
+  labelmap.write_text('item {\n  name: "bend"\n  id: 1\n}\nitem {\n  name: "crawl"\n  id: 1\n}\n')
+  message = _cli_error('--groundtruth', GROUNDTRUTH, '--detections', GROUNDTRUTH,
+                       '--labelmap', str(labelmap))
+  assert f'{labelmap}:7:' in message and 'crawl' in message and 'bend' in message
+
+
+@pytest.mark.parametrize('detections,warning', [
+    ('', 'no detections'),
+    # The fixture's boxes, on a video id the ground truth does not have.
+    ('other_video,0902,0.077,0.151,0.283,0.811,1,0.9\n', 'none of the 1 detections is on a '
+     'ground-truth keyframe'),
+    # Seconds written as frame numbers (902 s at 30 fps).
+    ('1j20qq1JyX4,27060,0.077,0.151,0.283,0.811,1,0.9\n', 'ground-truth keyframe'),
+    ('1j20qq1JyX4,0902,0.077,0.151,0.283,0.811,2,0.9\n', 'class id of the label map'),
+])
+def test_cli_warns_when_detections_cannot_score(detections, warning, tmp_path, capsys):
+  path = tmp_path / 'detections.csv'
+  path.write_text(detections)
+  result = ava.main(['--groundtruth', GROUNDTRUTH, '--detections', str(path),
+                     '--labelmap', LABELMAP_60])
+  assert result['mAP'] == 0.0
+  error = capsys.readouterr().err
+  assert f'warning: {path}: ' in error and warning in error, error

@@ -315,3 +315,44 @@ def test_preparing_again_after_the_release_changed_stops_until_overwrite(dataset
   rebuilt = tfds.builder('mine/tiny', data_dir=str(tmp_path / 'tfds'))
   assert rebuilt.info.splits['train'].num_examples < first
   prepare.main(arguments)  # the new build's fingerprint matches
+
+
+# --------------------------------------------------------------------- the worked example ---
+
+
+@pytest.mark.slow
+def test_worked_example_cofinetunes_and_its_map_equals_the_cli_on_its_csv(tmp_path):
+  """docs/data.md's worked example as written: prepare both sets, run its config, score the CSV."""
+  keyframes = write_ava_format(str(tmp_path / 'actions'), eval_ids=None)
+  write_class_folders(str(tmp_path / 'clips'))
+  data_dir = str(tmp_path / 'tfds')
+  prepare.main(['ava_format', '--name=my_actions', f'--manual_dir={tmp_path / "actions"}',
+                f'--data_dir={data_dir}'])
+  prepare.main(['video_folder', '--name=my_clips', f'--manual_dir={tmp_path / "clips"}',
+                f'--data_dir={data_dir}'])
+  with open(os.path.join(_ROOT, 'docs', 'data.md')) as file:
+    config = re.search(r'```python\n(# my_cofinetune.py\n.*?)```', file.read(), re.S).group(1)
+  (tmp_path / 'my_cofinetune.py').write_text(config)
+  workdir = tmp_path / 'my_run'
+  command = [sys.executable, '-m', 'vivit_cofinetune.main',
+             f'--config={tmp_path / "my_cofinetune.py"}:steps=6', f'--workdir={workdir}',
+             f'--config.data_dir={data_dir}']
+  run = subprocess.run(command, cwd=_ROOT, capture_output=True, text=True, timeout=900,
+                       env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  assert run.returncode == 0, run.stderr[-3000:]
+  results = json.loads((workdir / 'eval_results.json').read_text())
+  assert set(results) == {'my_actions', 'my_clips'}
+  # The files the docs' CLI command names, scored as the run scored them.
+  files = dataset_info.localisation_info('my_actions', data_dir).evaluation_files['validation']
+  dataset = os.path.join(data_dir, 'my_actions', 'default', '1.0.0')
+  assert files['groundtruth'] == [os.path.join(dataset, 'groundtruth_validation.csv')]
+  detections = workdir / 'eval' / 'step_6' / 'my_actions_detections.csv'
+  cli = ava.main(['--groundtruth', files['groundtruth'][0], '--detections', str(detections),
+                  '--labelmap', files['eval_label_map'][0], '--exclusions', files['exclusions'][0]])
+  assert not np.isnan(results['my_actions']['mAP'])
+  assert abs(cli['mAP'] - results['my_actions']['mAP']) <= 1e-6
+  # Every confident detector box of every kept val keyframe is scored for the 3 classes.
+  confident = [score for k in keyframes['val'] if not k['excluded'] for _, score in k['detections']
+               if score >= 0.8]
+  with open(detections) as file:
+    assert len(file.read().splitlines()) == len(ACTIONS) * len(confident) > 0
