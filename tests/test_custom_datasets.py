@@ -32,10 +32,17 @@ CLASSES = ('bird', 'cat', 'dog')
 _COLOURS = {'bird': (255, 0, 0), 'cat': (0, 255, 0), 'dog': (0, 0, 255)}
 
 
-def _frames(colour=(128, 128, 128), seconds: float = _SECONDS) -> np.ndarray:
+def _frames(colour=None, seconds: float = _SECONDS) -> np.ndarray:
+  """Grey frames with a central rectangle: `colour`, or else grey level `_level(k)` in frame k, so
+  a stored frame says which source frame it came from."""
   frames = np.full((int(seconds * _FPS), *_SIZE, 3), 128, np.uint8)
-  frames[:, 8:24, 12:36] = colour
+  for index, frame in enumerate(frames):
+    frame[8:24, 12:36] = _level(index) if colour is None else colour
   return frames
+
+
+def _level(frame_index: int) -> int:
+  return 10 + 5 * frame_index
 
 
 def _write(path: str, text: str) -> None:
@@ -177,8 +184,10 @@ def test_ava_format_round_trips_boxes_labels_and_timestamps(layout, label_map, t
                                     _y1x1y2x2([box for box, _ in keyframe['detections']]))
       np.testing.assert_array_equal(record['detector_scores'], np.asarray(
           [score for _, score in keyframe['detections']], np.float32))
-      # tiny: 4 fps, 1 s either side of the keyframe.
+      # tiny: 4 fps, 1 s either side of the keyframe, which is video time `timestamp`.
       assert len(record['video']) == 9 and record['keyframe_index'] == 4
+      centre = tf_decode(record['video'][4])[16, 24].astype(int)
+      np.testing.assert_allclose(centre, _level(keyframe['timestamp'] * _FPS), atol=2)
   # What evaluation reads is recorded and readable by the metrics CLI's readers.
   info = dataset_info.localisation_info('my_actions/tiny', str(tmp_path / 'tfds'))
   assert info.eval_labelmap == {1: 'wave', 5: 'sit down'}

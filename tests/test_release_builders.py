@@ -14,7 +14,6 @@ import tensorflow_datasets as tfds
 
 import fake_releases
 from vivit_cofinetune import tasks as tasks_lib
-from vivit_cofinetune import paper_config
 from vivit_cofinetune.data import dataset_info
 from vivit_cofinetune.data import pipeline
 from vivit_cofinetune.data import prepare
@@ -271,8 +270,6 @@ def test_prepared_ava_records_its_classes_and_evaluation_files(tmp_path):
   assert recorded.class_names == [label_map[i] for i in sorted(label_map)]
   assert recorded.eval_class_ids == sorted(eval_label_map) and len(eval_label_map) == 60
   assert recorded.eval_labelmap == {i: label_map[i] for i in sorted(eval_label_map)}
-  # The paper configs' list is the one the release names.
-  assert list(paper_config.AVA_EVAL_CLASS_IDS) == recorded.eval_class_ids
   files = recorded.evaluation_files['validation']
   originals = {'groundtruth': ['ava_val_v2.2.csv', 'kinetics_val_v1.0.csv'],
                'eval_label_map': [fake_releases.AVA_LABEL_MAPS[1]] * 2}
