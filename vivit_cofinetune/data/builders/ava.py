@@ -8,7 +8,9 @@ fps and short side), every person box of the keyframe with its multi-hot labels 
 its person id, and the person detector's boxes with scores (all of them: the input pipeline keeps those
 above its score threshold). Excluded keyframes are left out. The official validation ground truth, the
 exclusions and both label maps are copied into the prepared dataset, so training evaluates against the
-exact files `python -m vivit_cofinetune.metrics.ava` reads.
+exact files `python -m vivit_cofinetune.metrics.ava` reads; the metadata names them with the class
+ids and names and the evaluated ids (`data/dataset_info.py` reads them back). Without the person
+detector's boxes of a split, evaluation scores its ground-truth boxes (printed at build time).
 
 Layouts of --manual_dir (docs/data.md):
 - AVA v2.2: `annotations/` with the official names, and videos as full movies `videos/<id>.<ext>`
@@ -223,9 +225,9 @@ class AvaV22(video_builder.VideoBuilder):
     keyframes = read_keyframes(files['groundtruth'], optional['detections'],
                                optional['exclusions'], include_detection_only=split != 'train')
     if split != 'train':
-      self.info.metadata.setdefault('scored_boxes', {})[split] = (
-          'detector' if optional['detections'] else 'groundtruth')
-    if split != 'train' and not optional['detections']:
+      scored = 'detector' if optional['detections'] else 'groundtruth'
+      self.info.metadata.setdefault('scored_boxes', {})[split] = scored
+    if split != 'train' and scored == 'groundtruth':
       # Without a person detector's boxes evaluation scores the annotated ones: a measure of
       # recognising actions of known people, not of finding them.
       print(f'{self.name} {split}: no {files["detections"].name}; evaluation will score the '
@@ -316,7 +318,7 @@ class AvaV22(video_builder.VideoBuilder):
       elif frame_folder.exists():
         files = sorted(os.fspath(path) for path in frame_folder.glob(f'{video_id}_*.jpg'))
         sources[video_id] = VideoSource(os.fspath(frame_folder), time_zero=_CUT_START_SECONDS,
-                                         frame_files=tuple(files))
+                                        frame_files=tuple(files))
     return sources
 
   def _examples(self, item: video_builder.WorkItem) -> list[dict[str, Any]]:
