@@ -604,3 +604,10 @@ def test_cli_warns_when_detections_cannot_score(detections, warning, tmp_path, c
   assert result['mAP'] == 0.0
   error = capsys.readouterr().err
   assert f'warning: {path}: ' in error and warning in error, error
+
+
+def test_cli_names_an_unreadable_csv(tmp_path):
+  missing = tmp_path / 'no_such_detections.csv'
+  message = _cli_error('--groundtruth', GROUNDTRUTH, '--detections', str(missing),
+                       '--labelmap', LABELMAP_60)
+  assert str(missing) in message and 'cannot read' in message

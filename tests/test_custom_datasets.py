@@ -294,6 +294,17 @@ def test_list_file_label_outside_classes_is_rejected_with_file_and_line(tmp_path
   assert f'{path}:3:' in str(error.value) and '\n' not in str(error.value)
 
 
+def test_a_missing_listed_clip_is_skipped_and_listed_like_a_bad_release_video(tmp_path):
+  clips = write_list_files(str(tmp_path / 'release'), multi_label=False)
+  os.remove(tmp_path / 'release' / 'clips' / 'train_1.mp4')
+  builder = _prepare(tmp_path, 'video_folder/tiny', str(tmp_path / 'release'), 'my_clips',
+                     max_skipped_fraction=0.5)
+  assert builder.info.splits['train'].num_examples == len(clips['train']) - 1
+  with open(os.path.join(builder.data_dir, 'skipped.csv')) as file:
+    assert [(row['split'], row['video_id'], row['reason']) for row in csv.DictReader(file)] == [
+        ('train', 'clips/train_1', 'missing file')]
+
+
 # ----------------------------------------------------------------------- a changed release ---
 
 
