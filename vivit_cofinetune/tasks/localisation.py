@@ -14,6 +14,7 @@ import optax
 
 from vivit_cofinetune import pictures as pictures_lib
 from vivit_cofinetune.metrics import ava
+from vivit_cofinetune.metrics import ava_files
 from vivit_cofinetune.models import heads
 from vivit_cofinetune.tasks import base
 
@@ -66,7 +67,7 @@ class LocalisationTask(base.Task):
     # the one stored with the dataset.
     exclusions = ([config.exclusions] if config.get('exclusions') else
                   self.evaluation_files.get('exclusions', []))
-    self.excluded_keys = set().union(*map(ava.read_exclusions, exclusions)) if exclusions else None
+    self.excluded_keys = set().union(*map(ava_files.read_exclusions, exclusions)) if exclusions else None
     self.eval_protocols = EVAL_PROTOCOLS[config.get('eval_protocol', 'activitynet')]
     self.class_reduction = config.get('class_reduction', 'mean')
     self._groundtruth = None
@@ -103,7 +104,7 @@ class LocalisationTask(base.Task):
                 scores=jax.nn.sigmoid(logits.astype(jnp.float32)))
 
   def groundtruth(self, outputs: Mapping[str, np.ndarray],
-                  video_ids: Sequence[str]) -> ava.Annotations:
+                  video_ids: Sequence[str]) -> ava_files.Annotations:
     """The official ground-truth CSVs stored with the dataset (read once, one after the other for a
     combined dataset, as `cat`-ing them for the CLI would), else the examples' boxes."""
     paths = self.evaluation_files.get('groundtruth')
@@ -111,8 +112,8 @@ class LocalisationTask(base.Task):
       return self._annotations(outputs, video_ids, outputs['gt_boxes'], outputs['gt_box_mask'],
                                outputs['gt_labels'], are_scores=False)
     if self._groundtruth is None:
-      parts = [ava.read_csv(path, class_whitelist=self.labelmap) for path in paths]
-      self._groundtruth = parts[0] if len(parts) == 1 else ava.annotations_from_arrays(
+      parts = [ava_files.read_csv(path, class_whitelist=self.labelmap) for path in paths]
+      self._groundtruth = parts[0] if len(parts) == 1 else ava_files.annotations_from_arrays(
           video_ids=np.concatenate([part.video_id for part in parts]),
           timestamps=np.concatenate([part.timestamp for part in parts]),
           boxes_y1x1y2x2=np.concatenate([part.boxes for part in parts]),
@@ -129,9 +130,9 @@ class LocalisationTask(base.Task):
     if output_dir is not None:
       output_dir.mkdir(parents=True, exist_ok=True)
       path = output_dir / f'{self.name}_detections.csv'
-      ava.write_csv(path, detections)
+      ava_files.write_csv(path, detections)
       # Scored as written (boxes at 3 decimals, scores at 4), exactly what the CLI reads back.
-      detections = ava.read_csv(path, class_whitelist=self.labelmap, load_scores=True)
+      detections = ava_files.read_csv(path, class_whitelist=self.labelmap, load_scores=True)
     results = {protocol: ava.evaluate(groundtruth, detections, self.labelmap,
                                       excluded_keys=self.excluded_keys,
                                       train_class_counts=self._train_counts_by_id(),
@@ -199,7 +200,7 @@ class LocalisationTask(base.Task):
       row, class_index = np.nonzero(values > 0)
       scores = None
     example, box = example[row], box[row]
-    return ava.annotations_from_arrays(
+    return ava_files.annotations_from_arrays(
         video_ids=np.asarray(video_ids)[outputs['video_index'][example]],
         timestamps=outputs['timestamp'][example],
         boxes_y1x1y2x2=boxes[example, box],

@@ -56,7 +56,7 @@ from vivit_cofinetune.data import pipeline
 from vivit_cofinetune.data import video_ops
 from vivit_cofinetune.data.builders import ava as ava_builders
 from vivit_cofinetune.data.builders import video_io
-from vivit_cofinetune.metrics import ava
+from vivit_cofinetune.metrics import ava_files
 from vivit_cofinetune.tasks import base as tasks_base
 from vivit_cofinetune.tasks import localisation_examples
 from vivit_cofinetune.tools import predict
@@ -316,7 +316,7 @@ class Overlay:
 def localise(predictor: predict.Predictor, inputs: ml_collections.ConfigDict, video_path: str,
              keyframes: dict[int, tuple[np.ndarray, np.ndarray]], sampling: ClipSampling,
              batch_size: int, class_names: Sequence[str], class_ids: Sequence[int], video_id: str
-             ) -> tuple[ava.Annotations, dict[int, Overlay], DecodedFrames]:
+             ) -> tuple[ava_files.Annotations, dict[int, Overlay], DecodedFrames]:
   """Scores every (box, class) of every keyframe: AVA detections and what to draw per keyframe."""
   seconds = sorted(keyframes)
   times = np.concatenate([sampling.times(second) for second in seconds])
@@ -345,7 +345,7 @@ def localise(predictor: predict.Predictor, inputs: ml_collections.ConfigDict, vi
     top = np.argsort(-box_scores, axis=-1, kind='stable')[:, :3]
     overlays[second] = Overlay(boxes, ['\n'.join(f'{class_names[c][:16]} {s[c]:.2f}' for c in best)
                                        for best, s in zip(top, box_scores)])
-  detections = ava.annotations_from_arrays(
+  detections = ava_files.annotations_from_arrays(
       video_ids=np.full(sum(map(len, rows['labels'])), video_id),
       timestamps=np.concatenate(rows['timestamps']), boxes_y1x1y2x2=np.concatenate(rows['boxes']),
       labels=np.concatenate(rows['labels']), scores=np.concatenate(rows['scores']))
@@ -410,7 +410,7 @@ def localisation_report(request: ReportRequest):
                                          request.sampling, request.batch_size, task.class_names,
                                          task.class_ids, request.video_id)
   csv_path = request.output / f'{request.video_id}_detections.csv'
-  ava.write_csv(str(csv_path), detections)
+  ava_files.write_csv(str(csv_path), detections)
   what = (f'{len(detections)} detections ({len(keyframes)} keyframes x boxes x '
           f'{task.num_classes} classes)')
   return csv_path, what, overlays, video
