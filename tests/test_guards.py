@@ -6,6 +6,7 @@ import sys
 import jax
 import pytest
 
+from vivit_cofinetune import config_checks
 from vivit_cofinetune import config_lib
 from vivit_cofinetune import sharding
 
@@ -22,7 +23,7 @@ def test_bad_mesh_sizes_are_config_errors(mesh, message):
   config = config_lib.load_config_file(str(REPO / 'configs' / 'demo_cofinetune.py'))
   config.mesh = mesh
   with pytest.raises(config_lib.ConfigError, match=message):
-    config_lib.validate_config(config, num_devices=8, known_datasets=None)
+    config_checks.validate_config(config, num_devices=8, known_datasets=None)
   eight_devices = [object()] * 8  # the sizes are checked before any device is touched
   with pytest.raises(ValueError, match=message):
     sharding.make_mesh(mesh, devices=eight_devices)

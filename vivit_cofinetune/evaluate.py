@@ -11,7 +11,7 @@ import ml_collections
 import numpy as np
 
 from vivit_cofinetune import checkpoint
-from vivit_cofinetune import config_lib
+from vivit_cofinetune import config_checks
 from vivit_cofinetune import optim
 from vivit_cofinetune import sharding
 from vivit_cofinetune import state as state_lib
@@ -110,7 +110,7 @@ def write_results(workdir: epath.Path, results: Mapping[str, Mapping[str, float]
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """--mode=eval: evaluates the latest checkpoint of `workdir` on every task."""
   workdir = checkpoint.resolve_path(workdir)
-  config_lib.validate_config(config, num_devices=jax.device_count(),
+  config_checks.validate_config(config, num_devices=jax.device_count(),
                              num_processes=jax.process_count(),
                              known_datasets=pipeline.known_datasets(config))
   mesh = sharding.make_mesh(config.mesh)

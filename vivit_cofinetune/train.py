@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 
 from vivit_cofinetune import checkpoint
-from vivit_cofinetune import config_lib
+from vivit_cofinetune import config_checks
 from vivit_cofinetune import evaluate
 from vivit_cofinetune import optim
 from vivit_cofinetune import preemption
@@ -116,7 +116,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   workdir.mkdir(parents=True, exist_ok=True)
 
   # Config, devices, mesh
-  config_lib.validate_config(config, num_devices=jax.device_count(),
+  config_checks.validate_config(config, num_devices=jax.device_count(),
                              num_processes=jax.process_count(),
                              known_datasets=pipeline.known_datasets(config))
   _use_compilation_cache(workdir / 'compilation_cache' if config.get('compilation_cache', True)

@@ -21,7 +21,7 @@ def make_task(name: str, config: ml_collections.ConfigDict, *,
               train_class_counts: Sequence[int] | None = None,
               class_ids: Sequence[int] | None = None,
               evaluation_files: Mapping[str, Sequence[str]] | None = None):
-  """Builds the task `config.tasks.<name>` (its kind was checked by config_lib.validate_config)."""
+  """Builds the task `config.tasks.<name>` (its kind was checked by config_checks.validate_config)."""
   return TASK_KINDS[config.kind](name, config, class_names=class_names,
                                  train_class_counts=train_class_counts, class_ids=class_ids,
                                  evaluation_files=evaluation_files)

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from vivit_cofinetune.config_lib import ConfigError
 from vivit_cofinetune.data import pipeline
 
 
@@ -27,8 +28,8 @@ class Task:
     self.num_classes = config.num_classes
     self.class_names = list(class_names) if class_names else [str(i) for i in range(self.num_classes)]
     if len(self.class_names) != self.num_classes:
-      raise ValueError(f'config.tasks.{name}.num_classes={self.num_classes} but the dataset has '
-                       f'{len(self.class_names)} classes')
+      raise ConfigError(f'config.tasks.{name}.num_classes={self.num_classes} but the dataset has '
+                        f'{len(self.class_names)} classes')
     self.train_class_counts = train_class_counts
     self.dataset_class_ids = list(class_ids) if class_ids else None
     self.evaluation_files = dict(evaluation_files or {})
