@@ -4,7 +4,6 @@ import json
 import math
 
 from absl import logging
-from clu import metric_writers
 from etils import epath
 import jax
 import ml_collections
@@ -12,6 +11,7 @@ import numpy as np
 
 from vivit_cofinetune import checkpoint
 from vivit_cofinetune import config_checks
+from vivit_cofinetune import logs
 from vivit_cofinetune import optim
 from vivit_cofinetune import sharding
 from vivit_cofinetune import state as state_lib
@@ -128,7 +128,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   step = int(state.step)
   results, images = Evaluator(config, backbone, tasks, mesh, rules, shardings.params).evaluate(
       state.params, step=step, output_dir=workdir / 'eval')
-  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  writer = logs.make_writer(workdir)
   writer.write_scalars(step, flatten_for_summary(results))
   writer.write_images(step, images)
   writer.flush()
