@@ -9,8 +9,8 @@ and SLURM); elsewhere pass --coordinator_address, --num_processes and --process_
 run save a checkpoint and exit 0; the same command then resumes.
 """
 import errno
+import functools
 import os
-import re
 import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -25,6 +25,7 @@ from ml_collections import config_flags
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from vivit_cofinetune import cli
 from vivit_cofinetune import config_lib
 from vivit_cofinetune import logs
 
@@ -49,49 +50,6 @@ def _on_detected_cluster() -> bool:
   return 'JAX_COORDINATOR_ADDRESS' in os.environ or any(
       env.is_env_present() for env in jax_clusters.ClusterEnv._cluster_types  # pylint: disable=protected-access
       if not env.opt_in_only_method)
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing, with every mistake in a flag or the config (`:stpes=10`,
-  `--config.optimizr.name=x`, a missing config file) one line on stderr instead of a traceback."""
-  try:
-    remaining = flags.FLAGS(argv)
-    _CONFIG.value.get('tasks')  # a config file that failed to load raises on first use
-  except (flags.Error, KeyError, AttributeError, OSError, ValueError, TypeError) as error:
-    sys.exit(flag_error_line(error, argv))
-  return remaining
-
-
-def flag_error_line(error: BaseException, argv: list[str]) -> str:
-  """The one line that says which flag or config argument is wrong, and how."""
-  config_error = _find_in_chain(error, lambda e: isinstance(e, config_lib.ConfigError)
-                                and not str(e).startswith('Error whilst parsing'))
-  if config_error is not None:
-    return f'Config error: {config_error}'
-  missing = _find_in_chain(error, lambda e: isinstance(e, (KeyError, AttributeError)))
-  if missing is not None:
-    # An override of a field the config does not have: the innermost error holds the field's name,
-    # an outer one ml_collections' suggestion.
-    field = str(missing.args[0] if missing.args else missing)
-    suggestion = re.search(r'Did you mean "[^"]+" instead of "[^"]+"\?', str(error))
-    overrides = [arg.partition('=')[0] for arg in argv[1:]
-                 if arg.startswith('--config.') and field in arg.partition('=')[0].split('.')]
-    return (f'Config error: {overrides[0] if overrides else "--config"}: the config has no field '
-            f'{field!r}' + (f'; {suggestion.group(0)}' if suggestion else ''))
-  lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-  if isinstance(error, OSError) and lines:
-    return f'Config error: --config: {lines[-1]}'  # the file system's reason comes last
-  return f'Flag error: {lines[0] if lines else type(error).__name__}'
-
-
-def _find_in_chain(error: BaseException | None, matches) -> BaseException | None:
-  """The innermost exception of error's cause/context chain that `matches`, or None."""
-  found = None
-  while error is not None:
-    if matches(error):
-      found = error
-    error = error.__cause__ or error.__context__
-  return found
 
 
 def main(argv):
@@ -134,7 +92,7 @@ def main(argv):
   except workdir_lib.WorkdirError as error:
     sys.exit(f'Workdir error: {error}')
   except Exception as error:  # pylint: disable=broad-except
-    full_disk = _find_in_chain(error, lambda e: isinstance(e, OSError) and e.errno == errno.ENOSPC)
+    full_disk = cli.find_in_chain(error, lambda e: isinstance(e, OSError) and e.errno == errno.ENOSPC)
     if full_disk is None:
       raise
     # Checkpoints are written to a temporary directory and renamed when complete, so the ones
@@ -146,4 +104,4 @@ def main(argv):
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['config', 'workdir'])
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=functools.partial(cli.parse_flags, config_flag=_CONFIG))
