@@ -11,6 +11,7 @@ import jax
 from ml_collections import config_flags
 import pytest
 
+from vivit_cofinetune import checkpoint
 from vivit_cofinetune import cli
 from vivit_cofinetune import config_checks
 from vivit_cofinetune import config_lib
@@ -118,6 +119,11 @@ def main_cases(data_dir, workdir) -> dict[str, list[str]]:
       'missing_config_file': [f'--config={REPO}/configs/no_such_config.py'] + demo[1:2],
       'workdir_is_a_file': demo[:1] + [f'--workdir={workdir}/a_file'] + demo[2:],
       'workdir_locked': demo[:1] + [f'--workdir={workdir}/locked'] + demo[2:],
+      # Prepares the datasets into a fresh data_dir (TFDS's progress bars and INFO lines), then
+      # finds no checkpoint to evaluate.
+      'eval_on_fresh_data': demo[:1] + [f'--workdir={workdir}/never_trained',
+                                        f'--config.data_dir={workdir}/fresh_data', '--mode=eval']
+                            + demo[3:],
   }
 
 
@@ -200,3 +206,54 @@ def test_main_stops_with_one_line_naming_the_mistake(main_results, case, message
   assert exit_message.startswith(message.format(workdir=main_results['workdir'])), exit_message
   # Stopped before training: no checkpoint written (validation runs before compiling).
   assert not list(pathlib.Path(main_results['workdir']).glob('**/checkpoints/*'))
+
+
+@pytest.mark.slow
+def test_library_chatter_and_progress_bars_stay_out_of_a_log_file(main_results):
+  exit_message, stderr = main_results['eval_on_fresh_data']
+  assert exit_message.startswith('Checkpoint error: --workdir=') and 'Traceback' not in stderr
+  # The datasets were prepared in this run, which is when TFDS draws its bars.
+  assert list(pathlib.Path(main_results['workdir']).glob('fresh_data/*/tiny/*/dataset_info.json'))
+  for chatter in ('Load dataset info', 'Reusing dataset', 'Constructing tf.data.Dataset',
+                  "Unable to initialize backend 'tpu'", '\x1b[', '\r', 'examples/s'):
+    assert chatter not in stderr, stderr[-3000:]
+
+
+# main with checkpoint.save failing as on a full disk from its second call on (the first one
+# finishes before the loop goes on, so the test knows which checkpoint must be intact).
+FULL_DISK = """
+import errno, sys
+from absl import app
+from vivit_cofinetune import checkpoint, cli, main
+real_save, saves = checkpoint.save, []
+def save(manager, step, state, batches_consumed):
+  saves.append(step)
+  if len(saves) > 1:
+    raise OSError(errno.ENOSPC, 'No space left on device', str(manager.directory / str(step)))
+  real_save(manager, step, state, batches_consumed)
+  manager.wait_until_finished()
+checkpoint.save = save
+app.run(main.main, flags_parser=lambda argv: cli.parse_flags(argv, config_flag=main._CONFIG))
+"""
+
+
+@pytest.mark.slow
+def test_a_full_disk_stops_with_one_line_and_the_checkpoints_before_are_intact(data_dir, tmp_path):
+  workdir = tmp_path / 'workdir'
+  command = [sys.executable, '-c', FULL_DISK,
+             f'--config={REPO}/configs/demo_cofinetune.py:steps=4', f'--workdir={workdir}',
+             f'--config.data_dir={data_dir}', '--config.checkpoint_every=2',
+             '--config.eval_every=4', '--config.log_every=2',
+             '--config.tasks.synthetic_loc.dataset.name=synthetic_actions_loc/tiny',
+             '--config.tasks.synthetic_cls.dataset.name=synthetic_actions_cls/tiny']
+  done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False, timeout=900)
+  assert done.returncode == 1, done.stderr[-3000:]
+  assert 'Traceback' not in done.stderr, done.stderr[-3000:]
+  assert done.stderr.strip().splitlines()[-1] == (
+      f"Disk full: [Errno 28] No space left on device: '{workdir}/checkpoints/4'. The checkpoints "
+      f'saved before under {workdir}/checkpoints are intact; free space and run the same command '
+      'to resume.')
+  assert sorted(path.name for path in (workdir / 'checkpoints').iterdir()) == ['2']
+  params = checkpoint.read_params(workdir)  # step 2 restores
+  assert set(params) == {'backbone', 'heads'}
+  assert not (workdir / 'run.lock').exists()  # released on the way out
