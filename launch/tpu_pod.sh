@@ -50,8 +50,8 @@ check() {  # check FLAG VALUE REGEX EXPECTED
     exit 2
   fi
 }
-check name "$name" '^[a-z]([a-z0-9-]*[a-z0-9])?$' 'lowercase letters, digits and -, starting with a letter'
-check zone "$zone" '^[a-z0-9-]+$' 'a zone such as us-east5-a'
+check name "$name" '^[A-Za-z0-9-]+$' 'a TPU name (letters, digits and -)'
+check zone "$zone" '^[A-Za-z0-9-]+$' 'a zone such as us-east5-a'
 check accelerator "$accelerator" '^[a-z0-9-]+$' 'an accelerator type such as v5p-64'
 check runtime_version "$runtime_version" '^[A-Za-z0-9._-]+$' 'a TPU runtime version such as v2-alpha-tpuv5'
 check tensorboard_port "$tensorboard_port" '^[0-9]+$' 'a port number (0: no TensorBoard)'
