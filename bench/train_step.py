@@ -44,8 +44,8 @@ import ml_collections
 import numpy as np
 
 from bench import op_profile
+from configs import common
 from vivit_cofinetune import config_lib
-from vivit_cofinetune import paper_config
 from vivit_cofinetune import sharding
 from vivit_cofinetune import state as state_lib
 from vivit_cofinetune import trainer_setup
@@ -270,14 +270,14 @@ def flag_config(args: argparse.Namespace) -> ml_collections.ConfigDict:
       args.model, variant=args.variant, dtype=args.dtype, remat_policy=REMAT[args.remat],
       scan_layers=args.scan, attention_implementation=args.attention)
   if args.task == 'localisation':
-    task = paper_config.ava_task(transfer_steps=0)
+    task = common.ava_task(transfer_steps=0)
   else:
-    task = paper_config.classification_task('kinetics700', transfer_steps=0)
+    task = common.classification_task('kinetics700', transfer_steps=0)
     task.head.pooling = config.model.classifier  # 'token' (CLS) or 'mean' (variants without one)
   task.input.num_frames, task.input.crop_size = args.frames, args.resolution
   task.batch_size = args.batch_size
   config.tasks = {args.task: task}
-  paper_config.trainer_settings(config)
+  common.trainer_settings(config)
   config.optimizer.name = args.optimizer
   return config
 

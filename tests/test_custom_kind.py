@@ -18,6 +18,7 @@ import tensorflow_datasets as tfds
 
 from test_train import tiny_config
 from vivit_cofinetune import checkpoint
+from vivit_cofinetune import config_checks
 from vivit_cofinetune import config_lib
 from vivit_cofinetune import tasks as tasks_lib
 from vivit_cofinetune import train
@@ -122,7 +123,7 @@ def test_an_unregistered_kind_is_one_config_error(data_dir):
   config = brightness_config(data_dir)
   config.tasks.synthetic_cls.kind = 'brightnes'
   with pytest.raises(config_lib.ConfigError, match=r"config.tasks.synthetic_cls.kind='brightnes'"):
-    config_lib.validate_config(config, num_devices=1)
+    config_checks.validate_config(config, num_devices=1)
 
 
 @pytest.mark.slow

@@ -4,11 +4,11 @@ import math
 import numpy as np
 import pytest
 
-from vivit_cofinetune import train
+from vivit_cofinetune import logs
 
 
 def test_report_averages_each_tasks_metrics_over_the_window():
-  progress = train.Progress(total_steps=10)
+  progress = logs.Progress(total_steps=10)
   progress.step_done({'a': {'loss': np.float32(1.0)}}, clips=4)
   progress.step_done({'a': {'loss': np.float32(3.0)}, 'b': {'loss': np.float32(0.5)}}, clips=8)
   scalars = progress.report(2)
@@ -22,14 +22,14 @@ def test_report_averages_each_tasks_metrics_over_the_window():
 
 @pytest.mark.parametrize('bad_loss', [math.nan, math.inf])
 def test_a_non_finite_loss_stops_the_report_naming_the_task_and_step(bad_loss):
-  progress = train.Progress(total_steps=10)
+  progress = logs.Progress(total_steps=10)
   progress.step_done({'a': {'loss': np.float32(1.0)}, 'b': {'loss': np.float32(bad_loss)}}, clips=8)
   with pytest.raises(FloatingPointError, match=r'task b: training loss is (nan|inf) at step 7'):
     progress.report(7)
 
 
 def test_the_guard_also_runs_between_reports_before_a_checkpoint():
-  progress = train.Progress(total_steps=10)
+  progress = logs.Progress(total_steps=10)
   progress.step_done({'a': {'loss': np.float32(math.nan)}}, clips=4)
   with pytest.raises(FloatingPointError, match='task a'):
     progress.check_finite(3)

@@ -4,14 +4,14 @@ import json
 import math
 
 from absl import logging
-from clu import metric_writers
 from etils import epath
 import jax
 import ml_collections
 import numpy as np
 
 from vivit_cofinetune import checkpoint
-from vivit_cofinetune import config_lib
+from vivit_cofinetune import config_checks
+from vivit_cofinetune import logs
 from vivit_cofinetune import sharding
 from vivit_cofinetune import trainer_setup
 from vivit_cofinetune.data import pipeline
@@ -94,7 +94,7 @@ def write_results(workdir: epath.Path, results: Mapping[str, Mapping[str, float]
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """--mode=eval: evaluates the latest checkpoint of `workdir` on every task."""
   workdir = checkpoint.resolve_path(workdir)
-  config_lib.validate_config(config, num_devices=jax.device_count(),
+  config_checks.validate_config(config, num_devices=jax.device_count(),
                              num_processes=jax.process_count(),
                              known_datasets=pipeline.known_datasets(config))
   setup = trainer_setup.build(config, pipeline.dataset_infos(config))
@@ -107,7 +107,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   step = int(state.step)
   results, images = Evaluator(setup).evaluate(state.params, step=step,
                                              output_dir=workdir / 'eval')
-  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  writer = logs.make_writer(workdir)
   writer.write_scalars(step, flatten_for_summary(results))
   writer.write_images(step, images)
   writer.flush()

@@ -22,6 +22,9 @@ import optax
 
 from vivit_cofinetune import param_paths
 
+# config.optimizer.name values (config_checks rejects any other before the run starts).
+OPTIMIZERS = ('sgd', 'adamw')
+
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
   """`config.optimizer` -> optax transformation whose learning rate is set per step."""
@@ -38,7 +41,7 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
     return optax.inject_hyperparams(_adamw, static_args=('layer_decay',))(
         learning_rate=0.0, b1=config.get('b1', 0.9), b2=config.get('b2', 0.999),
         weight_decay=config.get('weight_decay', 0.0), layer_decay=layer_decay)
-  raise ValueError(f"config.optimizer.name={name!r}: expected 'sgd' or 'adamw'")
+  raise ValueError(f'config.optimizer.name={name!r}: expected one of {list(OPTIMIZERS)}')
 
 
 def _sgd(learning_rate, momentum, nesterov, weight_decay, layer_decay) -> optax.GradientTransformation:

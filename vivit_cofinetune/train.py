@@ -5,22 +5,18 @@ The set-up is trainer_setup.py's, the steps steps.py's, the schedule schedule.py
 the data, runs the loop, and writes summaries, checkpoints and evaluations.
 """
 from collections.abc import Sequence
-import contextlib
-import math
-import time
 from typing import Any
 
 from absl import logging
-from clu import metric_writers
 from etils import epath
 import jax
 from jax.experimental.compilation_cache import compilation_cache
 import ml_collections
-import numpy as np
 
 from vivit_cofinetune import checkpoint
-from vivit_cofinetune import config_lib
+from vivit_cofinetune import config_checks
 from vivit_cofinetune import evaluate
+from vivit_cofinetune import logs
 from vivit_cofinetune import preemption
 from vivit_cofinetune import schedule as schedule_lib
 from vivit_cofinetune import sharding
@@ -38,14 +34,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   workdir.mkdir(parents=True, exist_ok=True)
 
   # Config, devices, set-up
-  config_lib.validate_config(config, num_devices=jax.device_count(),
-                             num_processes=jax.process_count(),
-                             known_datasets=pipeline.known_datasets(config))
+  config_checks.validate_config(config, num_devices=jax.device_count(),
+                                num_processes=jax.process_count(),
+                                known_datasets=pipeline.known_datasets(config))
   _use_compilation_cache(workdir / 'compilation_cache' if config.get('compilation_cache', True)
                          else _PROCESS_COMPILATION_CACHE)
   infos = pipeline.dataset_infos(config)
   setup = trainer_setup.build(config, infos)
-  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  writer = logs.make_writer(workdir)
   logging.info('Mesh %s over %d devices on %d processes', dict(setup.mesh.shape),
                jax.device_count(), jax.process_count())
 
@@ -90,7 +86,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   # Loop
   total_steps = schedule.num_steps
-  progress = Progress(total_steps)
+  progress = logs.Progress(total_steps)
+  compiled = set()
   save_clock = checkpoint.SaveClock(config.get('checkpoint_every_minutes'))
   profiler = Profiler(config.get('profile_steps'), workdir / 'profile', start_step)
   results = {}
@@ -102,9 +99,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   for step in range(start_step, total_steps):
     names = task_schedule.tasks_of_step(step)
     batch = next(batches)
+    group_id = int(task_schedule.group_ids[step])
     profiler.step_starts(step)
-    state, metrics = train_steps[int(task_schedule.group_ids[step])](
-        state, batch, schedule.learning_rates(step))
+    with progress.timed(first_call=group_id not in compiled):  # compiling is left out of the ETA
+      state, metrics = train_steps[group_id](state, batch, schedule.learning_rates(step))
+    compiled.add(group_id)
     profiler.step_done(step, state)
     for name in names:
       batches_consumed[name] += 1
@@ -160,73 +159,6 @@ def _use_compilation_cache(directory: epath.Path | str | None) -> None:
   # jax opens the cache at its first compilation and keeps it for the process: another directory
   # (the next train_and_evaluate of a process, as in the tests) needs it opened again.
   compilation_cache.reset_cache()
-
-
-class Progress:
-  """Per-task training metrics averaged since the last report, steps/s, clips/s and the ETA."""
-
-  def __init__(self, total_steps: int):
-    self.total_steps = total_steps
-    self._reset()
-
-  def _reset(self):
-    self.window_start = time.monotonic()
-    self.window_steps = 0
-    self.window_clips = 0
-    # Each step's metrics stay on the device until the report, so a step never waits for the one
-    # before; they are averaged on the host there, where summing on the device would compile an
-    # addition whenever a window first repeats a task, long after warm-up.
-    self.metrics = {}
-
-  def step_done(self, metrics_by_task: dict, clips: int) -> None:
-    """One step done: {task: its metrics} (several for a mixed batch), clips of all of them."""
-    self.window_steps += 1
-    self.window_clips += clips
-    for task_name, metrics in metrics_by_task.items():
-      self.metrics.setdefault(task_name, []).append(metrics)
-
-  def _means(self, key: str | None = None) -> dict[str, dict[str, float]]:
-    """{task: {metric: mean over the window's steps}}, of `key` only if given."""
-    means = {}
-    for task, steps in self.metrics.items():
-      keys = [key] if key else steps[0].keys()
-      values = jax.device_get([[step[name] for name in keys] for step in steps])
-      means[task] = dict(zip(keys, np.mean(np.asarray(values, np.float64), axis=0).tolist()))
-    return means
-
-  @contextlib.contextmanager
-  def paused(self):
-    """Leaves the time spent inside (evaluation, checkpointing) out of steps/s and the ETA."""
-    start = time.monotonic()
-    yield
-    self.window_start += time.monotonic() - start
-
-  def check_finite(self, step: int) -> None:
-    """Raises FloatingPointError if a task's loss since the last report is not finite."""
-    for task, means in self._means('loss').items():
-      loss = means['loss']
-      if not math.isfinite(loss):
-        raise FloatingPointError(f'task {task}: training loss is {loss} at step {step}; lower the '
-                                 'learning rate or check the data')
-
-  def report(self, step: int) -> dict[str, float]:
-    """Scalars of the window since the previous report; logs the progress line and resets.
-
-    Stops the run on a non-finite loss, before a checkpoint could keep the broken state.
-    """
-    self.check_finite(step)
-    scalars = {f'train/{task}/{key}': value
-               for task, means in self._means().items() for key, value in means.items()}
-    elapsed = max(time.monotonic() - self.window_start, 1e-9)
-    steps_per_sec = self.window_steps / elapsed
-    clips_per_sec = self.window_clips / elapsed
-    eta = int((self.total_steps - step) / max(steps_per_sec, 1e-9))
-    eta_text = f'{eta // 86400}d ' * (eta >= 86400) + time.strftime('%H:%M:%S', time.gmtime(eta))
-    losses = ' '.join(f'{task}={scalars[f"train/{task}/loss"]:.3f}' for task in sorted(self.metrics))
-    logging.info('step %d/%d | %.2f steps/s | %.1f clips/s | ETA %s | loss %s', step,
-                 self.total_steps, steps_per_sec, clips_per_sec, eta_text, losses)
-    self._reset()
-    return dict(scalars, steps_per_sec=steps_per_sec, clips_per_sec=clips_per_sec)
 
 
 class Profiler:

@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from vivit_cofinetune.config_lib import INPUT_DEFAULTS
 from vivit_cofinetune.data import concatenated
 from vivit_cofinetune.data import records
 from vivit_cofinetune.data import sequence_examples
@@ -40,11 +41,6 @@ tf.config.set_visible_devices([], 'GPU')
 
 Batch = dict[str, np.ndarray]
 
-# Defaults of the optional fields of config.tasks.<name>.input.
-INPUT_DEFAULTS = dict(min_crop_area=0.3, max_crop_area=1.0, flip=True, num_test_clips=1,
-                      num_test_crops=1, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-                      shuffle_buffer=1024, temporal_jitter=None, min_box_visible=0.25,
-                      detector_score_threshold=0.8, eval_resize='letterbox')
 _EVAL_RESIZES = ('letterbox', 'stretch')
 # Builders that render their data on first use (nothing to download or prepare by hand).
 _RENDERED_BUILDERS = (synthetic.SyntheticActionsCls, synthetic.SyntheticActionsLoc)
@@ -91,7 +87,7 @@ def _settings(task_config: Any) -> _Settings:
       raise ValueError(f'{prefix}.{field} is required by the input pipeline but is not set.')
     return value
 
-  kind = required(task_config, 'kind', where)
+  kind = required(task_config, 'kind', where)  # a known kind: config_checks.validate_config
   dataset = required(task_config, 'dataset', where)
   inputs = required(task_config, 'input', where)
   optional = {field: inputs.get(field, default) for field, default in INPUT_DEFAULTS.items()}
@@ -304,19 +300,9 @@ def _frame_reader(builder: tfds.core.DatasetBuilder) -> examples_lib.FrameReader
       read=lambda video, indices, window: video_ops.crop_video(tf.gather(video, indices), window))
 
 
-def _check_num_classes(settings: _Settings, builder: tfds.core.DatasetBuilder) -> None:
-  found = len(_class_names(builder))
-  if settings.num_classes is not None and settings.num_classes != found:
-    raise ValueError(f'config.tasks.{settings.task}.num_classes={settings.num_classes} but dataset '
-                     f'{settings.dataset!r} has {found} classes.')
-
-
-def _host_batch_size(global_batch: int, field: str, settings: _Settings) -> int:
-  hosts = jax.process_count()
-  if global_batch % hosts:
-    raise ValueError(f'config.tasks.{settings.task}.{field}={global_batch} must be divisible by the '
-                     f'number of hosts ({hosts}).')
-  return global_batch // hosts
+def _host_batch_size(global_batch: int) -> int:
+  # config_checks.validate_config made every global batch a multiple of the host count.
+  return global_batch // jax.process_count()
 
 
 def _task_examples(settings: _Settings, task_config: Any,
@@ -346,10 +332,9 @@ def train_iterator(task_config: Any, *, data_dir: str, seed: int,
   """
   settings = _settings(task_config)
   builder = _builder(settings, data_dir)
-  _check_num_classes(settings, builder)
   task_examples = _task_examples(settings, task_config, builder)
   task_examples.describe_training_set()
-  host_batch = _host_batch_size(settings.batch_size, 'batch_size', settings)
+  host_batch = _host_batch_size(settings.batch_size)
   host_seed = int(np.random.SeedSequence([seed, jax.process_index()]).generate_state(1)[0] >> 1)
   ordered = records.train_stream(builder, settings.train_split, seed=host_seed,
                                  host=jax.process_index(), num_hosts=jax.process_count(),
@@ -395,9 +380,8 @@ def eval_input(task_config: Any, *, data_dir: str) -> EvalInput:
   """The task's evaluation input: every view of every example once, padded."""
   settings = _settings(task_config)
   builder = _builder(settings, data_dir)
-  _check_num_classes(settings, builder)
   task_examples = _task_examples(settings, task_config, builder)
-  host_batch = _host_batch_size(settings.eval_batch_size, 'eval_batch_size', settings)
+  host_batch = _host_batch_size(settings.eval_batch_size)
   host, num_hosts = jax.process_index(), jax.process_count()
   sizes = records.eval_sizes(builder, settings.eval_split, num_hosts)
   num_batches = math.ceil(max(sizes) * task_examples.num_eval_views / host_batch)

@@ -64,7 +64,7 @@ register('localisation', localisation.LocalisationTask,
 
 def make_task(name: str, config: ml_collections.ConfigDict,
               info: base.DatasetInfo | None = None) -> base.Task:
-  """Builds the task `config.tasks.<name>` (its kind was checked by config_lib.validate_config),
+  """Builds the task `config.tasks.<name>` (its kind was checked by config_checks.validate_config),
   knowing its dataset from `info` where given."""
   return TASK_KINDS[config.kind](name, config, info)
 

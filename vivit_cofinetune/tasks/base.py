@@ -13,6 +13,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from vivit_cofinetune.config_lib import ConfigError
+
 # Normalisation of uint8 pixels when config.tasks.<name>.input sets no mean/std.
 DEFAULT_MEAN = DEFAULT_STD = (0.5, 0.5, 0.5)
 
@@ -82,9 +84,9 @@ class Task:
   OWN_FIELDS: tuple[str, ...] = ()
 
   def check_dataset(self, info: DatasetInfo) -> None:
-    """Raises ValueError naming the config field when the dataset does not fit the task."""
+    """Raises ConfigError naming the config field when the dataset does not fit the task."""
     if info.class_names and len(info.class_names) != self.num_classes:
-      raise ValueError(f'config.tasks.{self.name}.num_classes={self.num_classes} but its dataset '
+      raise ConfigError(f'config.tasks.{self.name}.num_classes={self.num_classes} but the dataset '
                        f'has {len(info.class_names)} classes')
 
   def model_input(self, video: jax.Array) -> jax.Array:

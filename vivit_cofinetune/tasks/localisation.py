@@ -13,6 +13,7 @@ import numpy as np
 import optax
 
 from vivit_cofinetune import pictures as pictures_lib
+from vivit_cofinetune.config_lib import ConfigError
 from vivit_cofinetune.metrics import ava
 from vivit_cofinetune.metrics import ava_files
 from vivit_cofinetune.models import heads
@@ -59,8 +60,8 @@ class LocalisationTask(base.Task):
     eval_ids = config.get('eval_class_ids') or self.class_ids
     unknown = sorted(set(eval_ids) - set(self.class_ids))
     if unknown:
-      raise ValueError(f'config.tasks.{name}.eval_class_ids: {unknown} are not class ids of the '
-                       f'dataset ({self.class_ids[0]}..{self.class_ids[-1]})')
+      raise ConfigError(f'config.tasks.{name}.eval_class_ids: {unknown} are not class ids of the '
+                        f'dataset ({self.class_ids[0]}..{self.class_ids[-1]})')
     names = dict(zip(self.class_ids, self.class_names))
     self.labelmap = {class_id: names[class_id] for class_id in eval_ids}
     # Keyframes the official evaluation leaves out, as (video_id, second): the config's file, else

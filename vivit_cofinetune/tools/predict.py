@@ -20,6 +20,7 @@ OUTPUT.npz holds `logits` ([B, C], or [B, N, C] per box), `tokens` (the [B, t, h
 import functools
 import json
 import pathlib
+import sys
 
 from absl import app
 from absl import flags
@@ -31,6 +32,8 @@ from ml_collections import config_flags
 import numpy as np
 
 from vivit_cofinetune import checkpoint
+from vivit_cofinetune import cli
+from vivit_cofinetune import config_lib
 from vivit_cofinetune import tasks as tasks_lib
 from vivit_cofinetune.tasks import base as tasks_base
 from vivit_cofinetune.models import vivit
@@ -46,9 +49,13 @@ def _converted_description(checkpoint_dir: pathlib.Path) -> tuple[ml_collections
   if not path.is_file():
     raise PredictError(f'--checkpoint={checkpoint_dir}: no config.json there (a training '
                        'workdir?); pass --config=<the experiment config it was trained with>')
-  description = json.loads(path.read_text())
-  model = ml_collections.ConfigDict(dict(description['model'],
-                                         patch_size=tuple(description['model']['patch_size'])))
+  description = _read_json(path)
+  try:
+    model = ml_collections.ConfigDict(dict(description['model'],
+                                           patch_size=tuple(description['model']['patch_size'])))
+  except (KeyError, TypeError) as error:
+    raise PredictError(f'{path}: expected a "model" entry with a "patch_size" (as '
+                       'tools.convert_checkpoint writes), got no {error}') from error
   task_configs = {}
   for name, head in description.get('heads', {}).items():
     head = dict(head)
@@ -110,9 +117,20 @@ def _boxes(boxes: np.ndarray | None, num_clips: int, head_task: tasks_base.Task
 
 def _workdir_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
   """The experiment config a training run saved as WORKDIR/config.json."""
-  config = ml_collections.ConfigDict(json.loads((workdir / 'config.json').read_text()))
+  path = workdir / 'config.json'
+  config = ml_collections.ConfigDict(_read_json(path))
+  if 'model' not in config or 'tasks' not in config:
+    raise PredictError(f'{path}: expected the experiment config a training run saves (with model '
+                       'and tasks)')
   config.model.patch_size = tuple(config.model.patch_size)  # JSON has no tuples
   return config
+
+
+def _read_json(path: pathlib.Path) -> dict:
+  try:
+    return json.loads(path.read_text())
+  except (OSError, ValueError) as error:
+    raise PredictError(f'{path}: cannot read it as JSON ({error})') from error
 
 
 def load_config(checkpoint_dir: str | pathlib.Path,
@@ -164,7 +182,13 @@ class Predictor:
     self._forward = None
 
   def _load(self):
-    params = checkpoint.read_params(self.checkpoint_dir)
+    try:
+      params = checkpoint.read_params(self.checkpoint_dir)
+    except Exception as error:  # pylint: disable=broad-except
+      # orbax, tensorstore and the file system each raise their own types for a damaged checkpoint.
+      reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+      raise PredictError(f'--checkpoint={self.checkpoint_dir}: cannot read its params '
+                         f'({reason})') from error
     if self.task not in params.get('heads', {}):
       raise PredictError(f'--task={self.task}: the checkpoint has no params for this head (it has '
                          f'{sorted(params.get("heads", {}))})')
@@ -258,18 +282,40 @@ def _define_flags() -> dict:
   )
 
 
+def _output_path(output: str) -> pathlib.Path:
+  """--output, checked before any work: its folder must exist (nothing is created silently)."""
+  path = pathlib.Path(output)
+  if path.is_dir():
+    raise PredictError(f'--output={output}: is a directory; expected a .npz file name')
+  if not path.parent.is_dir():
+    raise PredictError(f'--output={output}: folder {path.parent} does not exist; create it or '
+                       'choose another')
+  return path
+
+
 def main(argv, flag_values: dict):
+  """Runs the tool; every error it can name ends the process with one `predict:` line."""
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments {argv[1:]}')
   value = {name: holder.value for name, holder in flag_values.items()}
-  outputs = predict(value['checkpoint'], _load_npy(value['clip'], 'clip'), config=value['config'],
-                    boxes=_load_npy(value['boxes'], 'boxes'), task=value['task'])
-  np.savez(value['output'], **{key: array for key, array in outputs.items()
-                               if isinstance(array, np.ndarray)})
+  try:
+    output = _output_path(value['output'])
+    outputs = predict(value['checkpoint'], _load_npy(value['clip'], 'clip'),
+                      config=value['config'], boxes=_load_npy(value['boxes'], 'boxes'),
+                      task=value['task'])
+    try:
+      np.savez(output, **{key: array for key, array in outputs.items()
+                          if isinstance(array, np.ndarray)})
+    except OSError as error:
+      raise PredictError(f'--output={output}: cannot write it ({error.strerror or error})'
+                         ) from error
+  except (PredictError, config_lib.ConfigError) as error:
+    sys.exit(f'predict: {error}')
   print(summary(outputs))
 
 
 if __name__ == '__main__':
   _FLAGS = _define_flags()
   flags.mark_flags_as_required(['checkpoint', 'clip', 'output'])
-  app.run(functools.partial(main, flag_values=_FLAGS))
+  app.run(functools.partial(main, flag_values=_FLAGS),
+          flags_parser=functools.partial(cli.parse_flags, config_flag=_FLAGS['config']))

@@ -1,14 +1,17 @@
-"""What the paper's configs (configs/ava_*cofinetune.py) share: its datasets as tasks, its schedules,
-the ImageNet-21k initialisation, and the `local` and `synthetic` variants.
+"""What the paper's configs (configs/ava*_cofinetune.py) share: its datasets as tasks, its schedules,
+its trainer settings, the ImageNet-21k initialisation, and the variants every paper config takes.
 
-Values marked "reconstructed" follow the authors' ViViT / PolyViT / Scenic practice, not a quote of
-the paper; each is a config field, so a run can change it.
+A paper config is its docstring and its task set: `get_config(arg)` returns
+`paper_config(arg, tasks)`. Values marked "reconstructed" follow the authors' ViViT / PolyViT / Scenic
+practice, not a quote of the paper; each is a config field, so a run can change it.
 """
+from collections.abc import Mapping
 import os
 
 import ml_collections
 
 from vivit_cofinetune.config_lib import ConfigError
+from vivit_cofinetune.config_lib import config_args
 from vivit_cofinetune.config_lib import input_config
 from vivit_cofinetune.config_lib import task_config
 from vivit_cofinetune.data.builders import synthetic
@@ -53,13 +56,55 @@ def model(size: str, init: str = 'imagenet21k') -> ml_collections.ConfigDict:
   return config
 
 
-def ava_task(dataset: str = 'ava_v2_2', *, transfer_steps: int) -> ml_collections.ConfigDict:
-  """AVA localisation on `dataset` ('ava_v2_2', or 'ava_v2_2+ava_kinetics': the AVA-Kinetics set)."""
+def paper_config(arg: str, tasks: Mapping[str, ml_collections.ConfigDict]
+                 ) -> ml_collections.ConfigDict:
+  """The paper's experiment on `tasks` (the AVA task named 'ava'), in the variant `arg` names.
+
+  Variants (`:a=1,b=2`):
+    size=B|L             the backbone (default L).
+    transfer=True        the transfer-learning baseline: the upstream sets (mixed by `sampling`),
+                         then AVA, same steps per task.
+    then_finetune=True   co-finetunes, then finetunes on AVA alone for finetune_steps (10,000).
+    sampling=steps|size|uniform|mixed   which task each step trains (data/mixture.py): each
+                         dataset's steps of the transfer schedule (default, the paper's),
+                         proportional to training-set size, or equal steps; 'mixed' trains every
+                         task at every step (mixed batches, losses summed) for the steps per task.
+    init=imagenet21k|NAME|PATH|none   the backbone's start (see `init_from`; NAME one of
+                         models/pretrained.STARTING_POINTS).
+    local=True           tiny model, 8x64x64 clips, batch 2, 10 steps per task, no init: a CPU run
+                         on the same datasets.
+    synthetic=True       like local, on the built-in synthetic datasets: runs with no data at all.
+  """
+  arg = config_args(arg, size='L', transfer=False, then_finetune=False, sampling='steps',
+                    finetune_steps=FINETUNE_STEPS, init='imagenet21k', local=False,
+                    synthetic=False)
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.data_dir = os.path.expanduser('~/tensorflow_datasets')
+  config.model = model(arg.size, arg.init)
+  config.tasks = dict(tasks)
+  config.schedule = dict(phases=phases(
+      config.tasks, transfer=arg.transfer, then_finetune=arg.then_finetune, sampling=arg.sampling,
+      finetune_steps=arg.finetune_steps))
+  trainer_settings(config)
+  config.init_from = init_from(arg.init, arg.size, local=arg.local or arg.synthetic)
+  if arg.local or arg.synthetic:
+    shrink_for_local_run(config)
+  if arg.synthetic:
+    use_synthetic_datasets(config)
+  return config
+
+
+def ava_task(dataset: str = 'ava_v2_2', *, transfer_steps: int | None = None
+             ) -> ml_collections.ConfigDict:
+  """AVA localisation on `dataset` ('ava_v2_2', or 'ava_v2_2+ava_kinetics': the AVA-Kinetics set),
+  trained for `transfer_steps` in the transfer schedule (default: TRANSFER_STEPS[dataset])."""
   return task_config(
       'localisation', dataset, num_classes=AVA_NUM_CLASSES, batch_size=64,
       input=input_config(num_frames=32, crop_size=224, frame_stride=2, min_crop_area=0.3,
                          detector_score_threshold=0.8, eval_resize='letterbox'),
-      transfer_steps=transfer_steps, max_boxes=16, eval_class_ids=AVA_EVAL_CLASS_IDS,
+      transfer_steps=TRANSFER_STEPS[dataset] if transfer_steps is None else transfer_steps,
+      max_boxes=16, eval_class_ids=AVA_EVAL_CLASS_IDS,
       # '' = the official exclusions stored with the prepared dataset.
       exclusions='',
       # The official AVA evaluator; 'both' adds PySlowFast's (mAP_slowfast).
@@ -71,12 +116,15 @@ def ava_task(dataset: str = 'ava_v2_2', *, transfer_steps: int) -> ml_collection
       head=dict(roi_size=7, sampling_ratio=2, dropout_rate=0.3))
 
 
-def classification_task(dataset: str, *, transfer_steps: int) -> ml_collections.ConfigDict:
-  """Kinetics-700, Moments in Time or SSv2 clip classification, 4 clips x 3 crops in evaluation."""
+def classification_task(dataset: str, *, transfer_steps: int | None = None
+                        ) -> ml_collections.ConfigDict:
+  """Kinetics-700, Moments in Time or SSv2 clip classification, 4 clips x 3 crops in evaluation,
+  trained for `transfer_steps` in the transfer schedule (default: TRANSFER_STEPS[dataset])."""
   clips = input_config(num_frames=32, crop_size=224, frame_stride=2, min_crop_area=0.3,
                        num_test_clips=4, num_test_crops=3)
+  steps = TRANSFER_STEPS[dataset] if transfer_steps is None else transfer_steps
   return task_config('classification', dataset, num_classes=NUM_CLASSES[dataset], batch_size=64,
-                     input=clips, transfer_steps=transfer_steps, label_smoothing=0.1,
+                     input=clips, transfer_steps=steps, label_smoothing=0.1,
                      head=dict(pooling='token', dropout_rate=0.0))
 
 
