@@ -216,6 +216,12 @@ def test_ava_format_without_predicted_boxes_scores_the_ground_truth_and_says_so(
     np.testing.assert_array_equal(record['detector_scores'], np.ones(len(keyframe['boxes'])))
 
 
+def test_dataset_info_of_an_unprepared_dataset_says_how_to_prepare_it(tmp_path):
+  with pytest.raises(FileNotFoundError) as error:
+    dataset_info.localisation_info('my_actions', str(tmp_path))
+  assert 'my_actions' in str(error.value) and 'vivit_cofinetune.data.prepare' in str(error.value)
+
+
 def test_frame_folders_need_frames_fps(tmp_path):
   write_ava_format(str(tmp_path / 'release'), layout='frames')
   with pytest.raises(SystemExit) as error:
