@@ -13,6 +13,7 @@ import sys
 import numpy as np
 from PIL import Image
 import pytest
+import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import fake_releases
@@ -125,7 +126,8 @@ def write_class_folders(root: str) -> dict[str, dict[str, str]]:
 def write_list_files(root: str, *, multi_label: bool) -> dict[str, dict[str, list[int]]]:
   """MMAction2 list files over clips/<split>_<i>.mp4 with classes.txt; {split: {clip id: labels}}."""
   _write(os.path.join(root, 'classes.txt'), ''.join(name + '\n' for name in CLASSES))
-  labels = {'train': [[0], [1, 2] if multi_label else [1], [2], [0]], 'val': [[1], [2, 0][:1 + multi_label]]}
+  labels = {'train': [[0], [1, 2] if multi_label else [1], [2], [0]],
+            'val': [[1], [2, 0] if multi_label else [2]]}
   clips = {}
   for split, split_labels in labels.items():
     clips[split] = {}
@@ -148,6 +150,10 @@ def _prepare(tmp_path, dataset: str, root: str, name: str, **kwargs):
 def _records(builder, split: str) -> list[dict]:
   count = builder.info.splits[split].num_examples
   return [example for _, example in records.read_indices(builder, split, 0, count).as_numpy_iterator()]
+
+
+def tf_decode(jpeg: bytes) -> np.ndarray:
+  return tf.io.decode_jpeg(jpeg).numpy()
 
 
 def _y1x1y2x2(boxes) -> np.ndarray:
@@ -210,6 +216,12 @@ def test_ava_format_without_predicted_boxes_scores_the_ground_truth_and_says_so(
     np.testing.assert_array_equal(record['detector_scores'], np.ones(len(keyframe['boxes'])))
 
 
+def test_dataset_info_of_an_unprepared_dataset_says_how_to_prepare_it(tmp_path):
+  with pytest.raises(FileNotFoundError) as error:
+    dataset_info.localisation_info('my_actions', str(tmp_path))
+  assert 'my_actions' in str(error.value) and 'vivit_cofinetune.data.prepare' in str(error.value)
+
+
 def test_frame_folders_need_frames_fps(tmp_path):
   write_ava_format(str(tmp_path / 'release'), layout='frames')
   with pytest.raises(SystemExit) as error:
@@ -261,11 +273,6 @@ def test_class_folders_round_trip(tmp_path):
       frame = tf_decode(record['video'][0])
       centre = frame[frame.shape[0] // 2, frame.shape[1] // 2].astype(int)
       assert np.abs(centre - _COLOURS[CLASSES[record['label']]]).max() < 60
-
-
-def tf_decode(jpeg: bytes) -> np.ndarray:
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  return tf.io.decode_jpeg(jpeg).numpy()
 
 
 @pytest.mark.parametrize('multi_label', [False, True])

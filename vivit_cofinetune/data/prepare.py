@@ -87,7 +87,7 @@ def prepare(dataset: str, *, manual_dir: str, data_dir: str, num_workers: int | 
 
 def _check_name(name: str | None, kind: str) -> None:
   if not name:
-    raise ValueError(f'{kind}: give the dataset a name with --name=NAME (a task then reads it with '
+    raise ValueError(f'give the {kind} dataset a name with --name=NAME (a task then reads it with '
                      'dataset.name=NAME)')
   if not re.fullmatch(r'[a-z][a-z0-9_]*', name):
     raise ValueError(f'--name={name!r}: expected lower-case letters, digits and underscores, '
