@@ -19,7 +19,6 @@ import math
 import os
 from typing import Any, Callable, Iterator
 
-from etils import epath
 import jax
 import numpy as np
 import tensorflow as tf
@@ -30,7 +29,7 @@ from vivit_cofinetune.data import concatenated
 from vivit_cofinetune.data import records
 from vivit_cofinetune.data import sequence_examples
 from vivit_cofinetune.data import video_ops
-from vivit_cofinetune.data.builders import ava as ava_builders
+from vivit_cofinetune.data import dataset_info as dataset_info_lib
 from vivit_cofinetune.data.builders import synthetic
 from vivit_cofinetune import tasks as tasks_lib
 from vivit_cofinetune.tasks import base as tasks_base
@@ -188,21 +187,18 @@ def _split_metadata(builder: tfds.core.DatasetBuilder, split: str) -> dict[str, 
   return dict(builder.info.metadata.get('splits', {}).get(split, {}))
 
 
-def _evaluation_files(builder: Any, split: str) -> dict[str, list[str]]:
-  """The official evaluation files the release builders store beside dataset_info.json."""
-  if isinstance(builder, concatenated.ConcatenatedDatasets):
-    parts = builder.builders
-  elif isinstance(builder, tfds.core.DatasetBuilder):
-    parts = [builder]
-  else:
-    parts = []  # SequenceExample files carry none
-  files = {}
-  for key, template in (('groundtruth', ava_builders.GROUNDTRUTH_FILE),
-                        ('exclusions', ava_builders.EXCLUSIONS_FILE)):
-    paths = [epath.Path(part.data_dir) / template.format(split=split) for part in parts]
-    if paths and all(path.exists() for path in paths):
-      files[key] = [os.fspath(path) for path in paths]
-  return files
+def _recorded_evaluation(builder: Any, settings: _Settings,
+                         data_dir: str) -> tuple[dict[str, list[str]], list[int] | None]:
+  """(evaluation files of the eval split, evaluated class ids) as the dataset's builder recorded
+  them in its metadata (data/dataset_info.py); ({}, None) for datasets that record none."""
+  if not isinstance(builder, (tfds.core.DatasetBuilder, concatenated.ConcatenatedDatasets)):
+    return {}, None  # SequenceExample files record nothing
+  parts = builder.builders if isinstance(builder, concatenated.ConcatenatedDatasets) else [builder]
+  if not all('evaluation_files' in part.info.metadata for part in parts):
+    return {}, None
+  recorded = dataset_info_lib.localisation_info(settings.dataset, data_dir)
+  files = recorded.evaluation_files.get(settings.eval_split.partition('[')[0], {})
+  return files, recorded.eval_class_ids
 
 
 DatasetInfo = tasks_base.DatasetInfo
@@ -221,12 +217,12 @@ def dataset_info(task_config: Any, data_dir: str) -> DatasetInfo:
   if tasks_lib.examples_for(settings.kind).counts_train_classes:
     counts = _split_metadata(builder, settings.train_split).get('class_counts') or _class_counts(
         settings.dataset, data_dir, settings.train_split, len(names))
-  evaluation_files = _evaluation_files(builder, settings.eval_split.partition('[')[0])
+  evaluation_files, eval_class_ids = _recorded_evaluation(builder, settings, data_dir)
   class_ids = builder.info.metadata.get('class_ids')
   return DatasetInfo(num_classes=len(names), class_names=names,
                      num_train_examples=builder.info.splits[settings.train_split].num_examples,
                      train_class_counts=counts, class_ids=list(class_ids) if class_ids else None,
-                     evaluation_files=evaluation_files or None)
+                     evaluation_files=evaluation_files or None, eval_class_ids=eval_class_ids)
 
 
 @functools.lru_cache(maxsize=None)

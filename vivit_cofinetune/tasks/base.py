@@ -26,9 +26,13 @@ class DatasetInfo(NamedTuple):
   num_train_examples: int
   train_class_counts: list[int] | None  # examples (localisation: actors) of each class
   class_ids: list[int] | None = None  # class ids as the dataset's CSVs write them (AVA: 1..80)
-  # Files stored with the dataset that evaluation scores against: 'groundtruth', 'exclusions' ->
-  # their paths (one per part of a combined dataset such as 'ava_v2_2+ava_kinetics').
+  # Files stored with the dataset that the eval split is scored against: 'groundtruth',
+  # 'exclusions', ... -> their paths (one per part of a combined dataset such as
+  # 'ava_v2_2+ava_kinetics'), as its builder recorded them.
   evaluation_files: dict[str, list[str]] | None = None
+  # The class ids the official metric averages over, as the dataset records them (AVA: the 60 of
+  # the frame-mAP list); None: every class.
+  eval_class_ids: list[int] | None = None
 
 
 class Forward(NamedTuple):
@@ -62,6 +66,7 @@ class Task:
     self.train_class_counts = info.train_class_counts if info else None
     self.dataset_class_ids = list(info.class_ids) if info and info.class_ids else None
     self.evaluation_files = dict(info.evaluation_files or {}) if info else {}
+    self.dataset_eval_class_ids = list(info.eval_class_ids) if info and info.eval_class_ids else None
     inputs = config.get('input', {})
     self._mean = np.asarray(inputs.get('mean', DEFAULT_MEAN), np.float32)
     self._std = np.asarray(inputs.get('std', DEFAULT_STD), np.float32)

@@ -56,8 +56,9 @@ class LocalisationTask(base.Task):
     # Class ids as written in the CSVs; AVA numbers its classes from 1.
     self.class_ids = list(config.get('class_ids', None) or self.dataset_class_ids or
                           range(1, self.num_classes + 1))
-    # The classes the metric averages over (AVA v2.2: trained on 80, evaluated on the official 60).
-    eval_ids = config.get('eval_class_ids') or self.class_ids
+    # The classes the metric averages over (AVA v2.2: trained on 80, evaluated on the official 60):
+    # the config's list, else the one the dataset records, else every class.
+    eval_ids = config.get('eval_class_ids') or self.dataset_eval_class_ids or self.class_ids
     unknown = sorted(set(eval_ids) - set(self.class_ids))
     if unknown:
       raise ConfigError(f'config.tasks.{name}.eval_class_ids: {unknown} are not class ids of the '
