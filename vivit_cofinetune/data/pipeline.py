@@ -315,7 +315,7 @@ def _task_examples(settings: _Settings, task_config: Any,
 
 
 def _parallel_calls() -> int:
-  """tf.data map parallelism: the host's cores (autotuning is off, see _read)."""
+  """tf.data map parallelism: the host's cores (autotuning is off: data/records._options)."""
   return max(1, len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else
              os.cpu_count() or 1)
 
