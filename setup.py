@@ -17,6 +17,7 @@ setuptools.setup(
     description='Co-finetuning ViViT video transformers on several video datasets at once (JAX/Flax).',
     long_description=(_HERE / 'README.md').read_text(),
     long_description_content_type='text/markdown',
+    license='Apache-2.0',
     python_requires='>=3.11',
     # configs/ too: the config files import configs.common, wherever the command runs.
     packages=setuptools.find_packages(include=['vivit_cofinetune', 'vivit_cofinetune.*', 'configs']),
