@@ -35,6 +35,10 @@ def set_input(task, **fields):
 
 
 @pytest.mark.parametrize('mutate, message', [
+    (lambda c: c.update(profile_steps=(10,)),
+     'config.profile_steps=(10,): expected (first step, number of steps)'),
+    (lambda c: c.update(profile_steps=(10, 0)),
+     'config.profile_steps=(10, 0): expected (first step, number of steps)'),
     (lambda c: c.schedule.phases[0]['mixture'].update(unknown_task=1.0),
      "config.schedule.phases[0].mixture names unknown task 'unknown_task'"),
     (lambda c: c.schedule.phases[0]['mixture'].update(synthetic_cls=0.0),
