@@ -188,6 +188,9 @@ def trainer_settings(config: ml_collections.ConfigDict) -> None:
   config.keep_checkpoints = 3
   # Compiled steps kept in WORKDIR/compilation_cache: a resumed run skips most of its compilation.
   config.compilation_cache = True
+  # (first step, number of steps) to trace with jax.profiler into WORKDIR/profile; () traces
+  # nothing (docs/monitoring.md).
+  config.profile_steps = ()
 
 
 def shrink_for_local_run(config: ml_collections.ConfigDict, *, steps_per_task: int = 10) -> None:

@@ -67,4 +67,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   config.keep_checkpoints = 2
   # Compiled steps kept in WORKDIR/compilation_cache: a rerun or resume skips most compilation.
   config.compilation_cache = True
+  # (first step, number of steps) to trace with jax.profiler into WORKDIR/profile; () traces
+  # nothing (docs/monitoring.md).
+  config.profile_steps = ()
   return config

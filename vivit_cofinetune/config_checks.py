@@ -169,10 +169,10 @@ def _check_trainer(config: ml_collections.ConfigDict, *, check_storage: bool) ->
                       'checkpoints kept; 0 would delete the final one, the trained model) or None '
                       '(keep all)')
   profile = config.get('profile_steps')
-  if profile is not None and (len(profile) != 2 or not all(map(_is_int, profile))
+  if profile and (len(profile) != 2 or not all(map(_is_int, profile))
                               or profile[0] < 0 or profile[1] <= 0):
     raise ConfigError(f'config.profile_steps={profile!r}: expected (first step, number of steps), '
-                      'e.g. (10, 3), or None')
+                      'e.g. (10, 3), or () for none')
   path = config.get('init_from', {}).get('path')
   if path and check_storage and not checkpoint.resolve_path(path).exists():
     raise ConfigError(f'config.init_from.path={path!r}: not found; expected a training workdir '
