@@ -111,8 +111,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   """--mode=eval: evaluates the latest checkpoint of `workdir` on every task."""
   workdir = checkpoint.resolve_path(workdir)
   config_checks.validate_config(config, num_devices=jax.device_count(),
-                                num_processes=jax.process_count(),
-                                known_datasets=pipeline.known_datasets(config))
+                             num_processes=jax.process_count(),
+                             known_datasets=pipeline.known_datasets(config))
   mesh = sharding.make_mesh(config.mesh)
   tasks = tasks_lib.make_tasks(config, tasks_lib.dataset_infos(config))
   backbone = state_lib.make_backbone(config.model)

@@ -114,8 +114,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   # Config, devices, mesh
   config_checks.validate_config(config, num_devices=jax.device_count(),
-                                num_processes=jax.process_count(),
-                                known_datasets=pipeline.known_datasets(config))
+                             num_processes=jax.process_count(),
+                             known_datasets=pipeline.known_datasets(config))
   _use_compilation_cache(workdir / 'compilation_cache' if config.get('compilation_cache', True)
                          else None)
   mesh = sharding.make_mesh(config.mesh)
