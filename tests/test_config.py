@@ -25,8 +25,8 @@ def demo():
 
 def test_demo_config_is_valid():
   config_checks.validate_config(demo(), num_devices=8,
-                             known_datasets={'synthetic_actions_loc': True,
-                                             'synthetic_actions_cls': True})
+                                known_datasets={'synthetic_actions_loc': True,
+                                                'synthetic_actions_cls': True})
 
 
 def set_input(task, **fields):
@@ -115,7 +115,7 @@ def test_batch_sizes_split_over_data_and_fsdp_not_model():
 def test_missing_dataset_names_the_field_and_the_guide():
   with pytest.raises(config_lib.ConfigError) as error:
     config_checks.validate_config(demo(), num_devices=1,
-                               known_datasets={'synthetic_actions_loc': True})
+                                  known_datasets={'synthetic_actions_loc': True})
   assert "config.tasks.synthetic_cls.dataset.name='synthetic_actions_cls'" in str(error.value)
   assert 'docs/data.md' in str(error.value)
 

@@ -72,6 +72,7 @@ def test_main_prints_a_config_error_as_one_line_without_traceback(data_dir, tmp_
 # most of a run's start), and prints {case: [the message it exited with, its stderr]} as JSON.
 MAIN_CASES = """
 import json, os, sys, tempfile
+from absl import app
 from vivit_cofinetune import main
 from vivit_cofinetune import evaluate, train, workdir  # imported once, before the forks
 results = {}
@@ -82,8 +83,9 @@ for case, argv in json.loads(sys.argv[1]).items():
   if pid == 0:
     os.dup2(os.open(stderr, os.O_WRONLY), 2)
     sys.argv = ['main'] + argv  # config_flags reads the overrides from sys.argv
-    try:
-      main.main(main.cli.parse_flags(sys.argv, config_flag=main._CONFIG))
+    try:  # as `python -m vivit_cofinetune.main` runs it (absl's log handler included)
+      app.run(main.main, flags_parser=lambda argv: main.cli.parse_flags(
+          argv, config_flag=main._CONFIG))
       text = 'exited normally'
     except SystemExit as exit:
       text = str(exit.code)

@@ -207,7 +207,7 @@ def test_local_mode_fits_the_datasets_prepared_from_fake_releases(name, prepared
     if task.kind == 'classification':  # the fake releases hold a few classes, not 700
       task.num_classes = num_classes[task.dataset.name]
   config_checks.validate_config(config, num_devices=jax.device_count(),
-                             known_datasets=pipeline.known_datasets(config))
+                                known_datasets=pipeline.known_datasets(config))
   # Class names, ids and evaluation files of every dataset fit the tasks (AVA: the 60 eval classes).
   tasks = tasks_lib.make_tasks(config, pipeline.dataset_infos(config))
   # The classes of the official frame-mAP (ava_action_list_v2.2_for_activitynet_2019.pbtxt).
