@@ -88,7 +88,7 @@ import sys
 
 class _Absent:
   """Imports of what the GPU machine lacks fail, as they would there."""
-  ABSENT = ('tensorflow', 'tensorflow_datasets', 'av', 'clu')
+  ABSENT = ('tensorflow', 'tensorflow_datasets', 'av', 'clu', 'PIL')
 
   def find_spec(self, name, path=None, target=None):
     if name.split('.')[0] in self.ABSENT:
@@ -101,7 +101,7 @@ sys.meta_path.insert(0, _Absent())
 
 
 @pytest.mark.slow
-def test_the_gpu_bench_runs_without_tensorflow_tfds_pyav_or_clu(tmp_path):
+def test_the_gpu_bench_runs_without_tensorflow_tfds_pyav_clu_or_pillow(tmp_path):
   # sitecustomize runs at interpreter start-up in the bench and in every child it starts.
   (tmp_path / 'sitecustomize.py').write_text(_BLOCKER)
   repo = pathlib.Path(__file__).resolve().parent.parent

@@ -12,7 +12,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vivit_cofinetune import pictures as pictures_lib
 from vivit_cofinetune.config_lib import ConfigError
 from vivit_cofinetune.metrics import ava
 from vivit_cofinetune.metrics import ava_files
@@ -162,6 +161,8 @@ class LocalisationTask(base.Task):
     return metrics
 
   def pictures(self, examples, metrics):
+    # Pillow draws them; imported here so that the model side runs where it is absent.
+    from vivit_cofinetune import pictures as pictures_lib  # pylint: disable=g-import-not-at-top
     average_precision = {c: metrics.get(f'AP/{c}', math.nan) for c in self.labelmap}
     images = {}
     counts = self._train_counts_by_id()
