@@ -269,10 +269,12 @@ def flag_config(args: argparse.Namespace) -> ml_collections.ConfigDict:
   config.model = vivit.vivit_config(
       args.model, variant=args.variant, dtype=args.dtype, remat_policy=REMAT[args.remat],
       scan_layers=args.scan, attention_implementation=args.attention)
-  if args.task == 'localisation':
-    task = common.ava_task(transfer_steps=0)
-  else:
-    task = common.classification_task('kinetics700', transfer_steps=0)
+  # --task -> the paper's task of that kind.
+  paper_tasks = {'localisation': lambda: common.ava_task(transfer_steps=0),
+                 'classification': lambda: common.classification_task('kinetics700',
+                                                                      transfer_steps=0)}
+  task = paper_tasks[args.task]()
+  if 'pooling' in task.get('head', {}):
     task.head.pooling = config.model.classifier  # 'token' (CLS) or 'mean' (variants without one)
   task.input.num_frames, task.input.crop_size = args.frames, args.resolution
   task.batch_size = args.batch_size

@@ -214,9 +214,10 @@ def dataset_info(task_config: Any, data_dir: str) -> DatasetInfo:
   builder = _builder(settings, data_dir)
   names = _class_names(builder)
   counts = None
-  if tasks_lib.examples_for(settings.kind).counts_train_classes:
+  examples_class = tasks_lib.examples_for(settings.kind)
+  if examples_class.counts_train_classes:
     counts = _split_metadata(builder, settings.train_split).get('class_counts') or _class_counts(
-        settings.dataset, data_dir, settings.train_split, len(names))
+        settings.dataset, data_dir, settings.train_split, len(names), examples_class.LABELS)
   evaluation_files, eval_class_ids = _recorded_evaluation(builder, settings, data_dir)
   class_ids = builder.info.metadata.get('class_ids')
   return DatasetInfo(num_classes=len(names), class_names=names,
@@ -226,10 +227,11 @@ def dataset_info(task_config: Any, data_dir: str) -> DatasetInfo:
 
 
 @functools.lru_cache(maxsize=None)
-def _class_counts(dataset: str, data_dir: str, split: str, num_classes: int) -> list[int]:
-  """Examples (or actors) per class in `split`, reading the labels only (cached: it reads a split)."""
+def _class_counts(dataset: str, data_dir: str, split: str, num_classes: int,
+                  label_key: str) -> list[int]:
+  """Examples (or actors) per class in `split`, reading only the labels `label_key` (int or
+  multi-hot [..., C]); cached, as it reads a split."""
   builder = tfds.builder(dataset, data_dir=data_dir)
-  label_key = 'gt_labels' if 'gt_labels' in builder.info.features else 'label'
   labels = records.read_sequential(builder, split, shuffle_seed=None,
                                    decoders=tfds.decode.PartialDecoding({label_key: True}))
   counts = np.zeros(num_classes, np.int64)

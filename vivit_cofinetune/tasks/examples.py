@@ -56,6 +56,8 @@ class TaskExamples:
   # Whether dataset_info counts the training split's examples per class (stored at build time, else
   # read from the labels): kinds whose evaluation reports by class frequency need them.
   counts_train_classes: bool = False
+  # The record feature holding the classes (an int, or multi-hot [..., C]), for those counts.
+  LABELS = 'label'
 
   def __init__(self, settings: Any, task_config: Any, source: DatasetSource):
     self.settings = settings

@@ -31,6 +31,7 @@ class LocalisationExamples(examples.TaskExamples):
   """Clips are centred on the keyframe (frames past either end repeat the end frame)."""
 
   counts_train_classes = True
+  LABELS = 'gt_labels'
 
   def __init__(self, settings, task_config, source):
     super().__init__(settings, task_config, source)
