@@ -160,7 +160,8 @@ def _take_modules(take, names: Mapping[str, str]) -> dict:
 
 
 def _strip(weights: dict, prefixes: tuple[str, ...]) -> dict:
-  """Removes the first of `prefixes` that every name starting with it shares (wrappers)."""
+  """Removes each of `prefixes`, in order, from the names that start with it (the wrappers and
+  model prefixes: 'module.', 'videomae.', ...)."""
   for prefix in prefixes:
     if any(name.startswith(prefix) for name in weights):
       weights = {(name[len(prefix):] if name.startswith(prefix) else name): value
@@ -213,8 +214,7 @@ def _layer_count(weights: dict, pattern: str) -> int:
   return max(indices) + 1
 
 
-def _sizes(weights: dict, fmt: str, hf_config: dict | None, num_heads: int | None,
-           width: int) -> int:
+def _num_heads(fmt: str, hf_config: dict | None, num_heads: int | None, width: int) -> int:
   """Number of heads: from config.json, the flag, or the standard size of that width."""
   if hf_config and 'num_attention_heads' in hf_config:
     return int(hf_config['num_attention_heads'])
@@ -284,7 +284,7 @@ def _videomae(weights: dict, hf_config: dict | None, clip_shape, num_heads, sour
                                         'supported')
   kernel = _patch_kernel(_take(weights, f'{patch}.weight', source, mapped, 'embedding/kernel'))
   width = kernel.shape[-1]
-  heads = _sizes(weights, 'videomae', hf_config, num_heads, width)
+  heads = _num_heads('videomae', hf_config, num_heads, width)
   layers = []
   for index in range(count):
     prefix = layer.format(index)
@@ -387,7 +387,7 @@ def _vjepa2(weights: dict, hf_config: dict | None, clip_shape, num_heads, source
     epsilon, gelu, trained_clip = 1e-6, 'exact', _ORIGINAL_CLIP['vjepa2']
   kernel = _patch_kernel(_take(weights, f'{patch}.weight', source, mapped, 'embedding/kernel'))
   width = kernel.shape[-1]
-  heads = _sizes(weights, 'vjepa2', hf_config, num_heads, width)
+  heads = _num_heads('vjepa2', hf_config, num_heads, width)
   layers = []
   for index in range(count):
     prefix, ours = layer.format(index), f'encoder/layers_{index}/'
@@ -432,7 +432,7 @@ def _hf_vivit(weights: dict, hf_config: dict | None, clip_shape, num_heads, sour
   kernel = _patch_kernel(_take(weights, 'embeddings.patch_embeddings.projection.weight', source,
                                mapped, 'embedding/kernel'))
   width = kernel.shape[-1]
-  heads = _sizes(weights, 'hf_vivit', hf_config, num_heads, width)
+  heads = _num_heads('hf_vivit', hf_config, num_heads, width)
   gelu = _HF_GELUS.get(hf_config.get('hidden_act', 'gelu_fast'))
   if gelu is None:
     raise convert_lib.ConversionError(f"{source}: hidden_act {hf_config['hidden_act']!r} is not one "
