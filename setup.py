@@ -17,8 +17,10 @@ setuptools.setup(
     description='Co-finetuning ViViT video transformers on several video datasets at once (JAX/Flax).',
     long_description=(_HERE / 'README.md').read_text(),
     long_description_content_type='text/markdown',
+    license='Apache-2.0',
     python_requires='>=3.11',
-    packages=setuptools.find_packages(include=['vivit_cofinetune', 'vivit_cofinetune.*']),
+    # configs/ too: the config files import configs.common, wherever the command runs.
+    packages=setuptools.find_packages(include=['vivit_cofinetune', 'vivit_cofinetune.*', 'configs']),
     install_requires=_requirements(),
     extras_require={'test': ['pytest==9.2.0']},
 )

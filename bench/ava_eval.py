@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 from vivit_cofinetune.metrics import ava
+from vivit_cofinetune.metrics import ava_files
 
 # The 60 ids of the AVA v2.2 evaluation label map.
 EVALUATED_CLASSES = np.array(
@@ -52,7 +53,7 @@ def make_problem(videos: int, seed: int = 0):
   is_action[person_of_row, class_index] = True
   person_of_row, class_index = np.nonzero(is_action)
   frame = frame_of_person[person_of_row]
-  groundtruth = ava.annotations_from_arrays(
+  groundtruth = ava_files.annotations_from_arrays(
       names[video_of_frame[frame]], time_of_frame[frame],
       person_boxes[person_of_row], EVALUATED_CLASSES[class_index])
 
@@ -71,7 +72,7 @@ def make_problem(videos: int, seed: int = 0):
   rows = detection_frame.size * classes
   detection_of_row = np.repeat(np.arange(detection_frame.size), classes)
   frame = detection_frame[detection_of_row]
-  detections = ava.annotations_from_arrays(
+  detections = ava_files.annotations_from_arrays(
       names[video_of_frame[frame]], time_of_frame[frame],
       np.round(detection_boxes, 3)[detection_of_row],
       np.tile(EVALUATED_CLASSES, detection_frame.size), scores.reshape(rows))
@@ -92,13 +93,13 @@ def main():
     os.makedirs(directory, exist_ok=True)
     groundtruth_path = os.path.join(directory, 'groundtruth.csv')
     detections_path = os.path.join(directory, 'detections.csv')
-    ava.write_csv(groundtruth_path, groundtruth)
-    ava.write_csv(detections_path, detections)
+    ava_files.write_csv(groundtruth_path, groundtruth)
+    ava_files.write_csv(detections_path, detections)
     detections_bytes = os.path.getsize(detections_path)
 
     start, cpu_start = time.perf_counter(), time.process_time()
-    groundtruth = ava.read_csv(groundtruth_path, labelmap.keys())
-    detections = ava.read_csv(detections_path, labelmap.keys(), load_scores=True)
+    groundtruth = ava_files.read_csv(groundtruth_path, labelmap.keys())
+    detections = ava_files.read_csv(detections_path, labelmap.keys(), load_scores=True)
     read_s = time.perf_counter() - start
     result = ava.evaluate(groundtruth, detections, labelmap)
     total_s = time.perf_counter() - start

@@ -15,7 +15,7 @@ memory analysis (compiled_temp_bytes: activations, gradients and workspace; argu
 bytes), per device.
 
 Builds the backbone, heads, optimizer, sharded state and jitted step with the trainer's own functions
-(train.make_train_step, state.abstract_state / initial_state) and feeds one random batch of the
+(trainer_setup.build and its train_step) and feeds one random batch of the
 task's shapes, already on the devices, so the time is the step alone (no input pipeline). The batch's
 host-to-device copy, which the trainer pays every step, is timed on its own (put_batch_s).
 Model FLOP/s = 3 x analytic forward FLOPs of the backbone (models/flops.flops_per_clip) x batch / step
@@ -44,13 +44,11 @@ import ml_collections
 import numpy as np
 
 from bench import op_profile
+from configs import common
 from vivit_cofinetune import config_lib
-from vivit_cofinetune import optim
-from vivit_cofinetune import paper_config
 from vivit_cofinetune import sharding
 from vivit_cofinetune import state as state_lib
-from vivit_cofinetune import tasks as tasks_lib
-from vivit_cofinetune import train
+from vivit_cofinetune import trainer_setup
 from vivit_cofinetune.models import attention
 from vivit_cofinetune.models import flops
 from vivit_cofinetune.models import vivit
@@ -113,18 +111,9 @@ def peak_memory() -> tuple[str, int]:
 
 def build(config: ml_collections.ConfigDict, task_name: str):
   """(the trainer's jitted step for `task_name`, its initial state, the tasks, the mesh)."""
-  mesh = sharding.make_mesh(config.mesh)
   # Class names and counts only matter to evaluation; not reading them keeps the bench off the data.
-  tasks = tasks_lib.make_tasks(config)
-  backbone = state_lib.make_backbone(config.model)
-  optimizer = optim.make_optimizer(config.optimizer)
-  rules = sharding.logical_rules(config)
-  _, state_shardings = state_lib.abstract_state(config, backbone, tasks, optimizer, mesh, rules)
-  state = state_lib.initial_state(config, backbone, tasks, optimizer, state_shardings)
-  trainable = optim.trainable_mask(state.params, config.get('init_from', {}).get('freeze', ()))
-  train_step = train.jit_train_step(backbone, tasks[task_name], optimizer, config, trainable,
-                                    state_shardings, mesh, rules)
-  return train_step, state, tasks, mesh
+  setup = trainer_setup.build(config)
+  return setup.train_step([(task_name, 1.0)]), setup.initial_state(), setup.tasks, setup.mesh
 
 
 def run(config: ml_collections.ConfigDict, task_name: str, steps: int, profile: bool = False) -> dict:
@@ -133,13 +122,14 @@ def run(config: ml_collections.ConfigDict, task_name: str, steps: int, profile: 
   train_step, state, tasks, mesh = build(config, task_name)
   task_config = config.tasks[task_name]
   batch_size = task_config.batch_size
-  host_batch = synthetic_batch(tasks[task_name], batch_size, np.random.default_rng(0))
+  host_batch = {task_name: synthetic_batch(tasks[task_name], batch_size, np.random.default_rng(0))}
   put_times = []
   for _ in range(3):
     start = time.perf_counter()
     batch = jax.block_until_ready(sharding.put_batch(host_batch, mesh))
     put_times.append(time.perf_counter() - start)
-  learning_rate = np.float32(config.optimizer.base_learning_rate)
+  rate = np.float32(config.optimizer.base_learning_rate)
+  learning_rate = {'backbone': rate, 'heads': {task_name: rate}}
 
   model_dtype = config.model.get('dtype', 'float32')
   matmul_size = 2048 if jax.default_backend() == 'cpu' else 8192
@@ -280,14 +270,14 @@ def flag_config(args: argparse.Namespace) -> ml_collections.ConfigDict:
       args.model, variant=args.variant, dtype=args.dtype, remat_policy=REMAT[args.remat],
       scan_layers=args.scan, attention_implementation=args.attention)
   if args.task == 'localisation':
-    task = paper_config.ava_task(transfer_steps=0)
+    task = common.ava_task(transfer_steps=0)
   else:
-    task = paper_config.classification_task('kinetics700', transfer_steps=0)
+    task = common.classification_task('kinetics700', transfer_steps=0)
     task.head.pooling = config.model.classifier  # 'token' (CLS) or 'mean' (variants without one)
   task.input.num_frames, task.input.crop_size = args.frames, args.resolution
   task.batch_size = args.batch_size
   config.tasks = {args.task: task}
-  paper_config.trainer_settings(config)
+  common.trainer_settings(config)
   config.optimizer.name = args.optimizer
   return config
 

@@ -37,12 +37,10 @@ import ml_collections
 import numpy as np
 
 from vivit_cofinetune import config_lib
-from vivit_cofinetune import optim
+from vivit_cofinetune import schedule as schedule_lib
 from vivit_cofinetune import sharding
-from vivit_cofinetune import state as state_lib
-from vivit_cofinetune import tasks as tasks_lib
 from vivit_cofinetune import train
-from vivit_cofinetune.data import mixture
+from vivit_cofinetune import trainer_setup
 from vivit_cofinetune.data import pipeline
 
 # XLA reports every compilation (or persistent-cache load) under this event.
@@ -105,23 +103,15 @@ def _bare_steps(config: ml_collections.ConfigDict, schedule, steps: list[int],
                 host_batches: list[dict]):
   """A function that runs the trainer's compiled steps alone over `steps`, their batches already on
   the devices, and returns its (wall, CPU) seconds; each task's step is compiled here."""
-  mesh = sharding.make_mesh(config.mesh)
-  rules = sharding.logical_rules(config)
-  tasks = tasks_lib.make_tasks(config)
-  backbone = state_lib.make_backbone(config.model)
-  optimizer = optim.make_optimizer(config.optimizer)
-  _, state_shardings = state_lib.abstract_state(config, backbone, tasks, optimizer, mesh, rules)
-  state = state_lib.initial_state(config, backbone, tasks, optimizer, state_shardings)
-  trainable = optim.trainable_mask(state.params, ())
-  train_steps = {name: train.jit_train_step(backbone, tasks[name], optimizer, config, trainable,
-                                            state_shardings, mesh, rules)
-                 for name in schedule.task_names}
+  setup = trainer_setup.build(config)
+  mesh = setup.mesh
+  state = setup.initial_state()
+  train_steps = {name: setup.train_step([(name, 1.0)]) for name in schedule.task_names}
   names = [schedule.task_of_step(step) for step in steps]
-  learning_rates = [np.float32(optim.learning_rate_at(step, phases=config.schedule.phases,
-                                                      schedule=schedule, config=config.optimizer)
-                               * config.tasks[name].get('learning_rate_factor', 1.0))
-                    for step, name in zip(steps, names)]
-  batches = jax.block_until_ready([sharding.put_batch(batch, mesh) for batch in host_batches])
+  run_schedule = schedule_lib.make_schedule(config)
+  learning_rates = [run_schedule.learning_rates(step) for step in steps]
+  batches = jax.block_until_ready([sharding.put_batch({name: batch}, mesh)
+                                   for name, batch in zip(names, host_batches)])
   for name in schedule.task_names:
     index = names.index(name)
     state, _ = train_steps[name](state, batches[index], learning_rates[index])
@@ -146,7 +136,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, verbose: bool = False) 
 
   The trainer's log lines reach the usual handlers only if `verbose`.
   """
-  schedule = mixture.task_schedule(
+  schedule = schedule_lib.task_schedule(
       config.schedule.phases, seed=config.seed,
       transfer_steps={n: t.get('transfer_steps', 0) for n, t in config.tasks.items()})
   total, window = schedule.num_steps, config.log_every

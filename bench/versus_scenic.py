@@ -49,8 +49,9 @@ def our_step(args: argparse.Namespace, scan: bool):
   step, state, tasks, mesh = train_step_bench.build(config, 'classification')
   host_batch = train_step_bench.synthetic_batch(tasks['classification'], args.batch_size,
                                                 np.random.default_rng(0))
-  batch = sharding.put_batch(host_batch, mesh)
-  learning_rate = np.float32(config.optimizer.base_learning_rate)
+  batch = sharding.put_batch({'classification': host_batch}, mesh)
+  rate = np.float32(config.optimizer.base_learning_rate)
+  learning_rate = {'backbone': rate, 'heads': {'classification': rate}}
   step = step.lower(state, batch, learning_rate).compile()
   holder = [state]
 

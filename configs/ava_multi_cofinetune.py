@@ -5,13 +5,9 @@
   Sized for a TPU v5p-64 / 64-GPU pod (global batch 64 per task, one task per step). Paper: 36.1 mAP
   on AVA v2.2 (its best setting, ViViT-L); ours: not yet measured here (docs/results.md).
 
-Starts from the ImageNet-21k ViT-L/16 inflated to ViViT (2D patch kernel on the central frame,
-position embeddings repeated over time), converted once (the same directory serves every paper config
-of that size):
-  gsutil cp gs://vit_models/imagenet21k/ViT-L_16.npz /tmp/
-  python -m vivit_cofinetune.tools.convert_checkpoint --from=big_vision_vit --input=/tmp/ViT-L_16.npz \
-      --config=configs/ava_multi_cofinetune.py:size=L \
-      --output=$HOME/vivit_checkpoints/vit_i21k_L16_to_vivit_32x224
+Starts from the ImageNet-21k ViT-L/16 inflated to ViViT, converted once as
+configs/ava_kinetics_cofinetune.py says (the same directory serves every paper config of that size;
+pass --config=configs/ava_multi_cofinetune.py:size=L to the converter).
 `:init=PATH` reads it from elsewhere (a gs:// copy for a pod), `:init=none` trains from scratch.
 Or start from a video-pretrained backbone, `:init=NAME` (models/pretrained.py; docs/models.md has
 the table), converted once for these 32x224x224 clips to ~/vivit_checkpoints/NAME_32x224; it sets
@@ -25,54 +21,23 @@ e.g. python -m vivit_cofinetune.tools.convert_checkpoint --from=videomae \
          --output=$HOME/vivit_checkpoints/videomae_L_32x224
 VideoMAE's own fine-tuning uses layer-wise learning-rate decay: `--config.optimizer.layer_decay=0.75`.
 
-Variants (`:a=1,b=2`):
-  size=B|L             the backbone (B: ViT-B_16.npz; converted to vit_i21k_B16_to_vivit_32x224).
-  transfer=True        the transfer-learning baseline: the three upstream sets together (mixed by
-                       `sampling`), then AVA, same steps per task.
-  then_finetune=True   co-finetunes, then finetunes on AVA alone for finetune_steps (10,000).
-  sampling=steps|size|uniform|mixed   which task each step trains (data/mixture.py): each dataset's
-                       steps of the transfer schedule (default, the paper's), proportional to
-                       training-set size, or equal steps; 'mixed' trains every task at every step
-                       (mixed batches, losses summed) for the steps per task.
-  local=True           tiny model, 8x64x64 clips, batch 2, 10 steps per task, no init: a CPU run on
-                       the same datasets (tests/test_paper_configs.py prepares them from fake releases).
-  synthetic=True       like local, on the built-in synthetic datasets: runs with no data at all.
+Variants (`:a=1,b=2`; configs/common.py `paper_config` says what each does): size=B|L,
+transfer=True (the three upstream sets together, mixed by `sampling`, then AVA), then_finetune=True,
+sampling=steps|size|uniform|mixed, init=NAME|PATH|none, local=True (a CPU run on the same datasets;
+tests/test_paper_configs.py prepares them from fake releases), synthetic=True (no data at all).
 
 Needs the TFDS datasets `ava_v2_2`, `kinetics700`, `moments_in_time` and `ssv2` prepared under
 config.data_dir from the official releases (docs/data.md). AVA is evaluated at the official protocol
 (configs/ava_kinetics_cofinetune.py says how); the classification sets by top-1 over 4 clips x 3 crops.
-Steps per dataset and other values marked "reconstructed" are in vivit_cofinetune/paper_config.py.
+Steps per dataset and other values marked "reconstructed" are in configs/common.py.
 """
-import os
-
 import ml_collections
 
-from vivit_cofinetune import paper_config
-from vivit_cofinetune.config_lib import config_args
-
-TRANSFER_STEPS = paper_config.TRANSFER_STEPS
+from configs import common
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
-  arg = config_args(arg, size='L', transfer=False, then_finetune=False, sampling='steps',
-                    finetune_steps=paper_config.FINETUNE_STEPS, init='imagenet21k', local=False,
-                    synthetic=False)
-  config = ml_collections.ConfigDict()
-  config.seed = 0
-  config.data_dir = os.path.expanduser('~/tensorflow_datasets')
-  config.model = paper_config.model(arg.size, arg.init)
-  config.tasks = dict(
-      ava=paper_config.ava_task('ava_v2_2', transfer_steps=TRANSFER_STEPS['ava_v2_2']),
-      **{name: paper_config.classification_task(name, transfer_steps=TRANSFER_STEPS[name])
-         for name in ('kinetics700', 'moments_in_time', 'ssv2')})
-  config.schedule = dict(phases=paper_config.phases(
-      config.tasks, transfer=arg.transfer, then_finetune=arg.then_finetune, sampling=arg.sampling,
-      finetune_steps=arg.finetune_steps))
-  paper_config.trainer_settings(config)
-  config.init_from = paper_config.init_from(arg.init, arg.size, local=arg.local or arg.synthetic)
-
-  if arg.local or arg.synthetic:
-    paper_config.shrink_for_local_run(config)
-  if arg.synthetic:
-    paper_config.use_synthetic_datasets(config)
-  return config
+  return common.paper_config(arg, tasks=dict(
+      ava=common.ava_task('ava_v2_2'),
+      **{name: common.classification_task(name)
+         for name in ('kinetics700', 'moments_in_time', 'ssv2')}))

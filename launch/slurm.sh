@@ -41,6 +41,32 @@ for required in nodes gpus_per_node config workdir; do
   fi
 done
 
+# The #SBATCH lines are read by sbatch itself, which does not unquote them: their values are
+# checked instead, so that no value can end a line and start a command. Everything on the srun line
+# is shell-quoted; --setup is a command by design and runs as given.
+check() {  # check FLAG VALUE REGEX EXPECTED
+  if [[ ! $2 =~ $3 ]]; then
+    printf 'slurm.sh: --%s=%q: expected %s\n' "$1" "$2" "$4" >&2
+    exit 2
+  fi
+}
+check nodes "$nodes" '^[1-9][0-9]*$' 'a positive integer'
+check gpus_per_node "$gpus_per_node" '^[1-9][0-9]*$' 'a positive integer'
+check term_before_end_s "$term_before_end_s" '^[0-9]+$' 'a number of seconds'
+check time "$time_limit" '^([0-9]+-)?[0-9]+(:[0-9][0-9]){0,2}$' \
+  'a SLURM time limit such as 24:00:00 or 2-00:00:00'
+check job_name "$job_name" '^[A-Za-z0-9._+-]+$' 'letters, digits and . _ + -'
+if [[ -n $partition ]]; then
+  check partition "$partition" '^[A-Za-z0-9._,-]+$' 'partition names (letters, digits, . _ -, comma-separated)'
+fi
+if [[ -n $account ]]; then
+  check account "$account" '^[A-Za-z0-9._-]+$' 'letters, digits and . _ -'
+fi
+if [[ $REPO =~ [[:space:]] ]]; then
+  printf 'slurm.sh: the checkout path %q holds whitespace, which #SBATCH --chdir cannot take; move the checkout\n' "$REPO" >&2
+  exit 2
+fi
+
 optional_directives=''
 if [[ -n $partition ]]; then
   optional_directives+="#SBATCH --partition=$partition"$'\n'

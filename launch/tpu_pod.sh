@@ -42,6 +42,23 @@ for required in name zone accelerator config workdir; do
   fi
 done
 
+# Every value reaches gcloud as one argument, and the trainer's arguments reach the workers' shell
+# quoted; the names are also checked here, so that a mistake stops before a pod is created.
+check() {  # check FLAG VALUE REGEX EXPECTED
+  if [[ ! $2 =~ $3 ]]; then
+    printf 'tpu_pod.sh: --%s=%q: expected %s\n' "$1" "$2" "$4" >&2
+    exit 2
+  fi
+}
+check name "$name" '^[A-Za-z0-9-]+$' 'a TPU name (letters, digits and -)'
+check zone "$zone" '^[A-Za-z0-9-]+$' 'a zone such as us-east5-a'
+check accelerator "$accelerator" '^[a-z0-9-]+$' 'an accelerator type such as v5p-64'
+check runtime_version "$runtime_version" '^[A-Za-z0-9._-]+$' 'a TPU runtime version such as v2-alpha-tpuv5'
+check tensorboard_port "$tensorboard_port" '^[0-9]+$' 'a port number (0: no TensorBoard)'
+if [[ -n $project ]]; then
+  check project "$project" '^[a-z0-9.:-]+$' 'a project id'
+fi
+
 # Prints a command shell-quoted, so that it can be pasted.
 show() {
   local line

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from vivit_cofinetune.metrics import ava
+from vivit_cofinetune.metrics import ava_files
 
 FIXTURES = os.path.join(os.path.dirname(__file__), 'fixtures', 'ava')
 GROUNDTRUTH = os.path.join(FIXTURES, 'ava_val_v2.2_subset.csv')
@@ -43,7 +44,7 @@ def rows(*entries):
     boxes.append(box)
     labels.append(label)
     scores.append(entry[4] if len(entry) > 4 else 1.0)
-  return ava.annotations_from_arrays(videos, times, np.array(boxes), labels,
+  return ava_files.annotations_from_arrays(videos, times, np.array(boxes), labels,
                                      scores)
 
 
@@ -163,7 +164,7 @@ def test_vectorised_cap_matches_heap_replay_on_random_keyframes():
   rng = np.random.default_rng(0)
   count = 4000
   image = rng.integers(0, 40, count)  # ~100 rows per keyframe, cap 50.
-  annotations = ava.annotations_from_arrays(
+  annotations = ava_files.annotations_from_arrays(
       np.full(count, 'v'), image, rng.integers(0, 3, (count, 4)) / 4,
       rng.integers(1, 4, count), rng.integers(0, 5, count) / 4)  # Many ties.
   keep = ava._capped_rows(image, annotations, annotations.score, 50,  # pylint: disable=protected-access
@@ -186,7 +187,7 @@ def fixture_rows():
 
 
 def test_reading_the_real_slice_tolerates_the_malformed_person_id():
-  annotations = ava.read_csv(GROUNDTRUTH)
+  annotations = ava_files.read_csv(GROUNDTRUTH)
   assert len(annotations) == 4743
   # Line 16: 1j20qq1JyX4,0906,0.175,0.001,0.995,1.000,80,3_
   assert annotations.video_id[15] == '1j20qq1JyX4'
@@ -197,17 +198,17 @@ def test_reading_the_real_slice_tolerates_the_malformed_person_id():
 
 
 def test_labelmaps_in_both_layouts():
-  labelmap, ids = ava.read_labelmap(LABELMAP_60)
+  labelmap, ids = ava_files.read_labelmap(LABELMAP_60)
   assert len(labelmap) == 60 and ids == set(labelmap)
   assert labelmap[17] == 'carry/hold (an object)' and 40 not in ids
-  full, _ = ava.read_labelmap(LABELMAP_80)
+  full, _ = ava_files.read_labelmap(LABELMAP_80)
   assert len(full) == 80 and full[40] == 'play board game'
   assert all(full[key] == name for key, name in labelmap.items())
 
 
 def test_perfect_detections_score_one_on_the_real_slice():
-  labelmap, ids = ava.read_labelmap(LABELMAP_60)
-  groundtruth = ava.read_csv(GROUNDTRUTH, ids)
+  labelmap, ids = ava_files.read_labelmap(LABELMAP_60)
+  groundtruth = ava_files.read_csv(GROUNDTRUTH, ids)
   result = ava.evaluate(groundtruth, groundtruth, labelmap)
   assert result['mAP'] == 1.0
   evaluated = [c for c, item in result['per_class'].items()
@@ -217,8 +218,8 @@ def test_perfect_detections_score_one_on_the_real_slice():
 
 
 def test_dropping_one_video_lowers_recall_as_counted_by_hand():
-  labelmap, ids = ava.read_labelmap(LABELMAP_60)
-  groundtruth = ava.read_csv(GROUNDTRUTH, ids)
+  labelmap, ids = ava_files.read_labelmap(LABELMAP_60)
+  groundtruth = ava_files.read_csv(GROUNDTRUTH, ids)
   detections = groundtruth.select(groundtruth.video_id != '2PpxiG0WU18')
   result = ava.evaluate(groundtruth, detections, labelmap)
   # Every kept detection is an exact TP with the same score, so each class's
@@ -243,7 +244,7 @@ def run_cli(*arguments):
 
 def test_cli_prints_json_with_groups(tmp_path):
   detections = tmp_path / 'detections.csv'
-  ava.write_csv(str(detections), ava.read_csv(GROUNDTRUTH))
+  ava_files.write_csv(str(detections), ava_files.read_csv(GROUNDTRUTH))
   result = run_cli('--groundtruth', GROUNDTRUTH, '--detections', str(detections),
                    '--labelmap', LABELMAP_60, '--train_groundtruth', GROUNDTRUTH)
   assert result['mAP'] == 1.0
@@ -273,10 +274,10 @@ def test_write_csv_then_read_csv_round_trips(tmp_path):
   path = tmp_path / 'detections.csv'
   detections = rows(('vid_A-1', 902, (0.118, 0.002, 0.977, 0.714), 12, 0.25),
                     ('vid_A-1', 1798, (0.0, 0.5, 1.0, 1.0), 80, 0.00004))
-  ava.write_csv(str(path), detections)
+  ava_files.write_csv(str(path), detections)
   assert path.read_text() == ('vid_A-1,0902,0.002,0.118,0.714,0.977,12,0.2500\n'
                               'vid_A-1,1798,0.500,0.000,1.000,1.000,80,0.0000\n')
-  back = ava.read_csv(str(path), load_scores=True)
+  back = ava_files.read_csv(str(path), load_scores=True)
   np.testing.assert_array_equal(back.boxes, detections.boxes)
   np.testing.assert_array_equal(back.score, [0.25, 0.0])
 
@@ -299,12 +300,12 @@ def write(tmp_path, text, name='bad.csv'):
 ])
 def test_csv_errors_name_file_and_line(tmp_path, text, message):
   with pytest.raises(ValueError, match=message):
-    ava.read_csv(write(tmp_path, text))
+    ava_files.read_csv(write(tmp_path, text))
 
 
 def test_unreadable_file_is_named(tmp_path):
   with pytest.raises(OSError, match='missing.csv: cannot read'):
-    ava.read_csv(str(tmp_path / 'missing.csv'))
+    ava_files.read_csv(str(tmp_path / 'missing.csv'))
 
 
 def test_scores_signs_and_crlf_parse_like_python_float(tmp_path):
@@ -312,7 +313,7 @@ def test_scores_signs_and_crlf_parse_like_python_float(tmp_path):
   lines = [f'v,{902 + index},0.1,0.2,0.5,0.6,1' + (f',{score}' if score else '')
            for index, score in enumerate(scores)]
   lines[1] = lines[1].replace('0.1,', '.25,', 1)
-  annotations = ava.read_csv(write(tmp_path, '\r\n'.join(lines)), load_scores=True)
+  annotations = ava_files.read_csv(write(tmp_path, '\r\n'.join(lines)), load_scores=True)
   expected = [float(score) if score else 1.0 for score in scores]
   np.testing.assert_array_equal(annotations.score, expected)
   np.testing.assert_array_equal(annotations.timestamp, np.arange(902, 909))
@@ -321,15 +322,15 @@ def test_scores_signs_and_crlf_parse_like_python_float(tmp_path):
 
 def test_classes_outside_the_labelmap_are_dropped_with_a_count(tmp_path):
   text = 'v,0902,0.1,0.1,0.5,0.5,2\nv,0902,0.1,0.1,0.5,0.5,40\n'
-  annotations = ava.read_csv(write(tmp_path, text), class_whitelist={2})
+  annotations = ava_files.read_csv(write(tmp_path, text), class_whitelist={2})
   np.testing.assert_array_equal(annotations.label, [2])
 
 
 def test_read_exclusions(tmp_path):
   path = write(tmp_path, 'abc,0902\nabc,1798\n', 'excluded.csv')
-  assert ava.read_exclusions(path) == {('abc', 902), ('abc', 1798)}
+  assert ava_files.read_exclusions(path) == {('abc', 902), ('abc', 1798)}
   with pytest.raises(ValueError, match=r'excluded\.csv:1'):
-    ava.read_exclusions(write(tmp_path, 'abc\n', 'excluded.csv'))
+    ava_files.read_exclusions(write(tmp_path, 'abc\n', 'excluded.csv'))
 
 
 # ------------------------------------------- the two reference evaluators ---
@@ -487,7 +488,7 @@ def write_protocol_detections(path):
 def protocol_case(tmp_path_factory):
   path = str(tmp_path_factory.mktemp('protocols') / 'detections.csv')
   excluded = write_protocol_detections(path)
-  labelmap, _ = ava.read_labelmap(LABELMAP_60)
+  labelmap, _ = ava_files.read_labelmap(LABELMAP_60)
   references = {
       protocol: reference_evaluate(GROUNDTRUTH, path, labelmap, excluded, protocol,
                                    capacity=ava.DETECTIONS_PER_IMAGE)
@@ -504,7 +505,7 @@ def nan_mean(average_precision):
 def test_the_synthetic_detections_tell_the_references_apart(protocol_case):
   path, excluded, _, references = protocol_case
   rows_per_keyframe = collections.Counter()
-  labelmap, ids = ava.read_labelmap(LABELMAP_60)
+  labelmap, ids = ava_files.read_labelmap(LABELMAP_60)
   with open(path, newline='') as file:
     for row in csv.reader(file):
       rows_per_keyframe[(row[0], int(row[1]))] += int(row[6]) in ids
@@ -522,8 +523,8 @@ def test_the_synthetic_detections_tell_the_references_apart(protocol_case):
 def test_each_protocol_equals_its_reference_on_the_real_slice(protocol_case, protocol):
   path, excluded, labelmap, references = protocol_case
   ids = set(labelmap)
-  result = ava.evaluate(ava.read_csv(GROUNDTRUTH, ids),
-                        ava.read_csv(path, ids, load_scores=True), labelmap,
+  result = ava.evaluate(ava_files.read_csv(GROUNDTRUTH, ids),
+                        ava_files.read_csv(path, ids, load_scores=True), labelmap,
                         excluded_keys=excluded, protocol=protocol)
   expected = references[protocol]
   ours = {int(class_id): item['ap'] for class_id, item in result['per_class'].items()}
@@ -547,3 +548,66 @@ def test_slowfast_has_no_cap_to_set():
                  protocol='slowfast')
   with pytest.raises(ValueError, match="protocol='voc'"):
     ava.evaluate(*adversarial_case(), LABELMAP, protocol='voc')
+
+
+# ---- The CLI answers a user's mistake in one line, or warns where the mAP would silently be 0. ----
+
+
+def _cli_error(*arguments) -> str:
+  with pytest.raises(SystemExit) as error:
+    ava.main(list(arguments))
+  message = str(error.value)
+  assert message.startswith('metrics.ava: ') and '\n' not in message, message
+  return message
+
+
+def test_cli_names_a_header_line_in_the_groundtruth(tmp_path):
+  groundtruth = tmp_path / 'groundtruth.csv'
+  with open(GROUNDTRUTH) as file:
+    groundtruth.write_text('video_id,timestamp,x1,y1,x2,y2,action_id,person_id\n' + file.read())
+  message = _cli_error('--groundtruth', str(groundtruth), '--detections', GROUNDTRUTH,
+                       '--labelmap', LABELMAP_60)
+  assert f'{groundtruth}:1:' in message and 'header' in message.split(f'{groundtruth}:1:')[1]
+
+
+def test_cli_names_a_nan_score(tmp_path):
+  detections = tmp_path / 'detections.csv'
+  detections.write_text('1j20qq1JyX4,0902,0.1,0.1,0.5,0.5,1,0.9\n'
+                        '1j20qq1JyX4,0902,0.1,0.1,0.5,0.5,3,nan\n')
+  message = _cli_error('--groundtruth', GROUNDTRUTH, '--detections', str(detections),
+                       '--labelmap', LABELMAP_60)
+  assert f'{detections}:2:' in message and 'finite' in message
+
+
+def test_cli_names_a_duplicate_label_map_id(tmp_path):
+  labelmap = tmp_path / 'labelmap.pbtxt'
+  labelmap.write_text('item {\n  name: "bend"\n  id: 1\n}\nitem {\n  name: "crawl"\n  id: 1\n}\n')
+  message = _cli_error('--groundtruth', GROUNDTRUTH, '--detections', GROUNDTRUTH,
+                       '--labelmap', str(labelmap))
+  assert f'{labelmap}:7:' in message and 'crawl' in message and 'bend' in message
+
+
+@pytest.mark.parametrize('detections,warning', [
+    ('', 'no detections'),
+    # The fixture's boxes, on a video id the ground truth does not have.
+    ('other_video,0902,0.077,0.151,0.283,0.811,1,0.9\n', 'none of the 1 detections is on a '
+     'ground-truth keyframe'),
+    # Seconds written as frame numbers (902 s at 30 fps).
+    ('1j20qq1JyX4,27060,0.077,0.151,0.283,0.811,1,0.9\n', 'ground-truth keyframe'),
+    ('1j20qq1JyX4,0902,0.077,0.151,0.283,0.811,2,0.9\n', 'class id of the label map'),
+])
+def test_cli_warns_when_detections_cannot_score(detections, warning, tmp_path, capsys):
+  path = tmp_path / 'detections.csv'
+  path.write_text(detections)
+  result = ava.main(['--groundtruth', GROUNDTRUTH, '--detections', str(path),
+                     '--labelmap', LABELMAP_60])
+  assert result['mAP'] == 0.0
+  error = capsys.readouterr().err
+  assert f'warning: {path}: ' in error and warning in error, error
+
+
+def test_cli_names_an_unreadable_csv(tmp_path):
+  missing = tmp_path / 'no_such_detections.csv'
+  message = _cli_error('--groundtruth', GROUNDTRUTH, '--detections', str(missing),
+                       '--labelmap', LABELMAP_60)
+  assert str(missing) in message and 'cannot read' in message

@@ -1,6 +1,9 @@
 """bench/train_step.py's model flags: the config they build and the JSON of a tiny run."""
 import argparse
 import json
+import os
+import pathlib
+import subprocess
 import sys
 
 import pytest
@@ -77,3 +80,39 @@ def test_profile_reports_where_the_step_time_goes(monkeypatch, capsys):
     assert seconds.get(kind, 0) > 0, (kind, seconds)
   assert set(seconds) <= {kind for kind, _ in op_profile.KINDS} | {op_profile.OTHER}
   assert result['cpu_s_per_step_median'] > 0 and result['minor_page_faults_per_step_median'] >= 0
+
+
+_BLOCKER = '''
+import sys
+
+
+class _Absent:
+  """Imports of what the GPU machine lacks fail, as they would there."""
+  ABSENT = ('tensorflow', 'tensorflow_datasets', 'av', 'clu')
+
+  def find_spec(self, name, path=None, target=None):
+    if name.split('.')[0] in self.ABSENT:
+      raise ImportError(f'{name} is not installed on this machine')
+    return None
+
+
+sys.meta_path.insert(0, _Absent())
+'''
+
+
+@pytest.mark.slow
+def test_the_gpu_bench_runs_without_tensorflow_tfds_pyav_or_clu(tmp_path):
+  # sitecustomize runs at interpreter start-up in the bench and in every child it starts.
+  (tmp_path / 'sitecustomize.py').write_text(_BLOCKER)
+  repo = pathlib.Path(__file__).resolve().parent.parent
+  environment = dict(os.environ, PYTHONPATH=str(tmp_path))
+  blocked = subprocess.run([sys.executable, '-c', 'import tensorflow'], env=environment,
+                           capture_output=True, text=True, check=False)
+  assert blocked.returncode and 'not installed' in blocked.stderr  # the blocker works
+  done = subprocess.run(
+      [sys.executable, 'bench/gpu_step.py', '--models=Ti/16x2', '--frames=2', '--resolution=32',
+       '--attention=xla', '--batch_size=2'],
+      cwd=repo, env=environment, capture_output=True, text=True, check=False, timeout=600)
+  assert done.returncode == 0, done.stderr[-2000:]
+  result = json.loads(done.stdout.strip().splitlines()[-1])
+  assert result['model'] == 'Ti/16x2' and result['batch_size'] == 2 and result['step_s'] > 0

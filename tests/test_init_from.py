@@ -9,12 +9,11 @@ import foreign_checkpoints as foreign
 import test_convert
 from test_train import tiny_config
 from vivit_cofinetune import checkpoint
-from vivit_cofinetune import optim
 from vivit_cofinetune import param_paths
-from vivit_cofinetune import sharding
 from vivit_cofinetune import state as state_lib
-from vivit_cofinetune import tasks as tasks_lib
 from vivit_cofinetune import train
+from vivit_cofinetune import trainer_setup
+from vivit_cofinetune.data import pipeline
 from vivit_cofinetune.tools import convert_checkpoint
 
 
@@ -79,13 +78,8 @@ def test_merge_params_shape_mismatch_names_the_param_and_suggests_reinit():
 
 def model_parts(config):
   """(backbone, tasks, optimizer, state shardings, abstract state) of a run of `config`."""
-  mesh = sharding.make_mesh(config.mesh)
-  tasks = tasks_lib.make_tasks(config, tasks_lib.dataset_infos(config))
-  backbone = state_lib.make_backbone(config.model)
-  optimizer = optim.make_optimizer(config.optimizer)
-  abstract, shardings = state_lib.abstract_state(config, backbone, tasks, optimizer, mesh,
-                                                sharding.logical_rules(config))
-  return backbone, tasks, optimizer, shardings, abstract
+  setup = trainer_setup.build(config, pipeline.dataset_infos(config))
+  return setup.backbone, setup.tasks, setup.optimizer, setup.state_shardings, setup.abstract_state
 
 
 def initial_params(config) -> dict:

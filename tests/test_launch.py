@@ -107,3 +107,59 @@ assert main._on_detected_cluster(), 'an srun task must join the job'
   completed = subprocess.run([sys.executable, '-c', check], env=env, capture_output=True, text=True,
                              timeout=300, check=False)
   assert completed.returncode == 0, completed.stderr[-3000:]
+
+
+
+@pytest.mark.parametrize('flag', ['--job_name', '--partition', '--account', '--time', '--nodes'])
+def test_slurm_rejects_a_value_that_would_add_a_line_to_the_job_script(flag, recording_path,
+                                                                         tmp_path):
+  marker = tmp_path / 'ran'
+  args = {'--nodes': '2', '--gpus_per_node': '8', '--config': CONFIG, '--workdir': '/shared/run'}
+  args[flag] = f'x\ntouch {marker}'
+  completed = subprocess.run([str(LAUNCH / 'slurm.sh'), '--dry-run',
+                              *(f'{key}={value}' for key, value in args.items())],
+                             capture_output=True, text=True, timeout=60, check=False)
+  assert completed.returncode == 2 and completed.stdout == ''  # no script printed
+  assert completed.stderr.startswith(f'slurm.sh: {flag}=') and 'expected' in completed.stderr
+  assert len(completed.stderr.strip().splitlines()) == 1
+  assert not marker.exists() and not recording_path.exists()
+
+
+def test_slurm_quotes_trainer_arguments_so_the_job_script_runs_no_other_command(
+    recording_path, tmp_path):
+  marker = tmp_path / 'ran'
+  script = dry_run('slurm.sh', '--nodes=1', '--gpus_per_node=1', f'--config={CONFIG}',
+                   f'--workdir=/shared/$(touch {marker})', f'--config.note=x\ntouch {marker}')
+  (tmp_path / 'job.sh').write_text(script)
+  # srun and python are the recording fakes: the script runs, and only they run.
+  subprocess.run(['bash', str(tmp_path / 'job.sh')], check=True, timeout=60)
+  assert not marker.exists()
+  assert recording_path.read_text().split() == ['srun']
+
+
+@pytest.mark.parametrize('flag', ['--name', '--zone', '--accelerator', '--tensorboard_port'])
+def test_tpu_pod_rejects_a_value_it_cannot_pass_on(flag, recording_path):
+  args = {'--name': 'NAME', '--zone': 'ZONE', '--accelerator': 'v5p-64', '--config': CONFIG,
+          '--workdir': 'gs://B/DIR'}
+  args[flag] = 'x\ntouch FILE'
+  completed = subprocess.run([str(LAUNCH / 'tpu_pod.sh'), '--dry-run',
+                              *(f'{key}={value}' for key, value in args.items())],
+                             capture_output=True, text=True, timeout=60, check=False)
+  assert completed.returncode == 2 and completed.stdout == ''
+  assert completed.stderr.startswith(f'tpu_pod.sh: {flag}=')
+  assert not recording_path.exists()
+
+
+def test_tpu_pod_remote_trainer_command_runs_no_other_command(recording_path, tmp_path):
+  marker = tmp_path / 'ran'
+  output = dry_run('tpu_pod.sh', '--name=name', '--zone=zone', '--accelerator=v5p-64',
+                   f'--config={CONFIG}', f'--workdir=gs://B/$(touch {marker})',
+                   f'--config.note=x\ntouch {marker}', '--tensorboard_port=0')
+  # What each worker's shell would run: the --command= of the trainer's ssh.
+  remote = [argument.removeprefix('--command=') for line in output.splitlines()
+            for argument in shlex.split(line) if argument.startswith('--command=cd ')]
+  assert len(remote) == 1
+  subprocess.run(['bash', '-c', remote[0].replace('cd ~/vivit_cofinetune && ', '')], check=True,
+                 timeout=60)
+  assert not marker.exists()
+  assert recording_path.read_text().split() == ['python3']

@@ -7,6 +7,7 @@ import tensorflow_datasets as tfds
 from vivit_cofinetune import config_lib
 from vivit_cofinetune import tasks as tasks_lib
 from vivit_cofinetune.data import pipeline
+from vivit_cofinetune.tasks import base as tasks_base
 
 CLASS_NAMES = ('left', 'right', 'red')
 
@@ -86,7 +87,9 @@ def test_evaluation_gives_every_view_the_multi_hot_label_and_scores_map(task_con
   mask = np.concatenate([batch['mask'] for batch in batches])
   video_index = np.concatenate([batch['video_index'] for batch in batches])
   assert label.shape[1:] == (3,) and mask.sum() == 12  # 6 videos x 2 clips
-  task = tasks_lib.make_task('multi', ml_collections.ConfigDict(config), class_names=CLASS_NAMES)
+  task = tasks_lib.make_task('multi', ml_collections.ConfigDict(config), tasks_base.DatasetInfo(
+      num_classes=len(CLASS_NAMES), class_names=list(CLASS_NAMES), num_train_examples=0,
+      train_class_counts=None))
   # Logits that rank every video's true classes above its false ones: mAP 1.
   logits = np.where(label > 0, 2.0, -2.0).astype(np.float32)
   outputs = {'logits': logits, 'label': label, 'mask': mask, 'video_index': video_index,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from vivit_cofinetune import optim
-from vivit_cofinetune.data import mixture
+from vivit_cofinetune import schedule as schedule_lib
 
 
 def test_warmup_then_cosine_restarts_every_phase():
@@ -16,8 +16,8 @@ def test_warmup_then_cosine_restarts_every_phase():
                                           end_learning_rate_factor=0.0))
   phases = [dict(steps=110, mixture={'a': 1}),
             dict(steps=50, base_learning_rate=0.02, warmup_steps=0, mixture={'a': 1})]
-  schedule = mixture.task_schedule(phases, seed=0)
-  lr = lambda s: optim.learning_rate_at(s, phases=phases, schedule=schedule, config=config)
+  schedule = schedule_lib.task_schedule(phases, seed=0)
+  lr = lambda s: schedule_lib.learning_rate_at(s, phases=phases, schedule=schedule, config=config)
   assert lr(0) == pytest.approx(0.01)  # (0 + 1) / 10 of the base
   assert lr(9) == pytest.approx(0.1)
   # Half-way through the 100 cosine steps of phase 0: half the base rate.
@@ -31,8 +31,8 @@ def test_schedule_spanning_the_run_continues_the_decay_into_the_next_phase():
   config = ml_collections.ConfigDict(dict(base_learning_rate=0.1, warmup_steps=10,
                                           schedule_span='run'))
   phases = [dict(steps=60, mixture={'a': 1}), dict(steps=50, mixture={'b': 1})]
-  schedule = mixture.task_schedule(phases, seed=0)
-  lr = lambda s: optim.learning_rate_at(s, phases=phases, schedule=schedule, config=config)
+  schedule = schedule_lib.task_schedule(phases, seed=0)
+  lr = lambda s: schedule_lib.learning_rate_at(s, phases=phases, schedule=schedule, config=config)
   assert lr(0) == pytest.approx(0.01)
   assert lr(60) == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * 50 / 100)))  # no restart
   assert lr(109) == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * 99 / 100)))
@@ -44,8 +44,8 @@ def test_cosine_decays_to_the_end_learning_rate_factor():
   config = ml_collections.ConfigDict(dict(base_learning_rate=0.2, warmup_steps=4,
                                           end_learning_rate_factor=0.1))
   phases = [dict(steps=24, mixture={'a': 1}), dict(steps=10, warmup_steps=0, mixture={'a': 1})]
-  schedule = mixture.task_schedule(phases, seed=0)
-  lr = lambda s: optim.learning_rate_at(s, phases=phases, schedule=schedule, config=config)
+  schedule = schedule_lib.task_schedule(phases, seed=0)
+  lr = lambda s: schedule_lib.learning_rate_at(s, phases=phases, schedule=schedule, config=config)
   assert lr(1) == pytest.approx(0.2 * 2 / 4)  # warm-up is not affected by the end factor
   # rate = base * (end + (1 - end) * (1 + cos(pi * progress)) / 2) over the 20 steps after warm-up.
   assert lr(4) == pytest.approx(0.2)
@@ -96,9 +96,9 @@ def test_unknown_optimizer_names_the_field():
 
 def test_a_phase_may_set_its_own_rate_without_a_global_one():
   phases = [dict(steps=10, base_learning_rate=0.5, mixture={'a': 1})]
-  schedule = mixture.task_schedule(phases, seed=0)
+  schedule = schedule_lib.task_schedule(phases, seed=0)
   config = ml_collections.ConfigDict(dict(name='sgd'))
-  assert optim.learning_rate_at(0, phases=phases, schedule=schedule, config=config) == 0.5
+  assert schedule_lib.learning_rate_at(0, phases=phases, schedule=schedule, config=config) == 0.5
 
 
 def test_adamw_decays_kernels_only_even_in_scanned_layers():

@@ -8,23 +8,22 @@ import jax
 import numpy as np
 import pytest
 
+from configs import common
 import fake_releases
 import foreign_checkpoints as foreign
 from vivit_cofinetune import checkpoint
+from vivit_cofinetune import config_checks
 from vivit_cofinetune import config_lib
-from vivit_cofinetune import optim
-from vivit_cofinetune import paper_config
-from vivit_cofinetune import sharding
-from vivit_cofinetune import state as state_lib
 from vivit_cofinetune import tasks as tasks_lib
 from vivit_cofinetune import train
-from vivit_cofinetune.data import mixture
+from vivit_cofinetune import trainer_setup
+from vivit_cofinetune import schedule as schedule_lib
 from vivit_cofinetune.data import pipeline
 from vivit_cofinetune.data import prepare
 from vivit_cofinetune.tools import convert_checkpoint
 
 CONFIGS = pathlib.Path(__file__).parent.parent / 'configs'
-PAPER_CONFIGS = ('ava_kinetics_cofinetune', 'ava_multi_cofinetune', 'avakinetics_cofinetune')
+PAPER_CONFIGS = ('ava_kinetics_cofinetune', 'ava_multi_cofinetune', 'avakinetics_set_multi_cofinetune')
 PAPER_MODES = ('', 'local=True', 'synthetic=True', 'transfer=True', 'then_finetune=True',
                'sampling=size', 'sampling=uniform', 'size=B', 'local=True,transfer=True',
                'local=True,then_finetune=True', 'synthetic=True,transfer=True',
@@ -43,7 +42,8 @@ def load(name: str, arg: str = ''):
 
 
 def test_every_config_file_is_listed_here():
-  assert sorted(path.stem for path in CONFIGS.glob('*.py')) == sorted(MODES)
+  configs = [path.stem for path in CONFIGS.glob('*.py') if path.stem not in ('__init__', 'common')]
+  assert sorted(configs) == sorted(MODES)
 
 
 @pytest.mark.parametrize('name, arg', [(name, arg) for name, modes in MODES.items()
@@ -53,7 +53,7 @@ def test_every_config_loads_and_validates_in_every_mode(name, arg):
   # Local runs take one CPU device; the pod configs split their batches over 8.
   num_devices = 1 if 'local' in arg or 'synthetic' in arg or name in (
       'demo_cofinetune', 'study_cofinetune') else 8
-  config_lib.validate_config(config, num_devices=num_devices, known_datasets=None)
+  config_checks.validate_config(config, num_devices=num_devices, known_datasets=None)
 
 
 @pytest.mark.parametrize('name', PAPER_CONFIGS)
@@ -63,7 +63,7 @@ def test_transfer_baseline_and_cofinetuning_train_each_task_on_the_same_steps(na
     steps = {task: config.transfer_steps for task, config in cofinetune.tasks.items()}
 
     def batches(config):
-      schedule = mixture.task_schedule(config.schedule.phases, seed=0, transfer_steps=steps)
+      schedule = schedule_lib.task_schedule(config.schedule.phases, seed=0, transfer_steps=steps)
       return schedule.batches_before(schedule.num_steps)
 
     assert batches(cofinetune) == batches(transfer) == steps
@@ -77,7 +77,7 @@ def test_then_finetune_adds_an_ava_phase_after_cofinetuning(name):
   cofinetune, then_finetune = load(name), load(name, 'then_finetune=True')
   first, last = then_finetune.schedule.phases
   assert dict(first) == dict(cofinetune.schedule.phases[0])
-  assert dict(last) == dict(steps=paper_config.FINETUNE_STEPS, mixture={'ava': 1.0})
+  assert dict(last) == dict(steps=common.FINETUNE_STEPS, mixture={'ava': 1.0})
   assert load(name, 'then_finetune=True,finetune_steps=7').schedule.phases[1]['steps'] == 7
 
 
@@ -135,13 +135,7 @@ def test_init_reads_an_image_vit_converted_by_the_docstrings_command(tmp_path):
   convert_checkpoint.convert_checkpoint('big_vision_vit', str(tmp_path / 'vit.npz'), str(converted),
                                         config=local)
   config = load('ava_multi_cofinetune', f'local=True,init={converted}')
-  mesh = sharding.make_mesh(config.mesh)
-  tasks = {name: tasks_lib.make_task(name, task) for name, task in config.tasks.items()}
-  backbone = state_lib.make_backbone(config.model)
-  optimizer = optim.make_optimizer(config.optimizer)
-  _, shardings = state_lib.abstract_state(config, backbone, tasks, optimizer, mesh,
-                                         sharding.logical_rules(config))
-  params = state_lib.initial_state(config, backbone, tasks, optimizer, shardings).params
+  params = trainer_setup.build(config).initial_state().params
   expected = checkpoint.read_params(converted)['backbone']
   jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, params['backbone']),
                expected)
@@ -153,15 +147,15 @@ def test_paper_configs_state_the_ava_loss_class_reduction(name):
     assert load(name, arg).tasks.ava.class_reduction == 'sum'
 
 
-def test_avakinetics_reads_ava_and_ava_kinetics_as_one_task():
-  config = load('avakinetics_cofinetune')
+def test_avakinetics_set_reads_ava_and_ava_kinetics_as_one_task():
+  config = load('avakinetics_set_multi_cofinetune')
   assert config.tasks.ava.dataset.name == 'ava_v2_2+ava_kinetics'
   assert sorted(config.tasks) == ['ava', 'kinetics700', 'moments_in_time', 'ssv2']
 
 
-def test_avakinetics_synthetic_mode_is_ava_multis_so_one_run_covers_both():
+def test_avakinetics_set_synthetic_mode_is_ava_multis_so_one_run_covers_both():
   # Only the AVA dataset and its steps differ, and the synthetic mode replaces both.
-  assert (load('avakinetics_cofinetune', 'synthetic=True').to_dict()
+  assert (load('avakinetics_set_multi_cofinetune', 'synthetic=True').to_dict()
           == load('ava_multi_cofinetune', 'synthetic=True').to_dict())
 
 
@@ -212,11 +206,12 @@ def test_local_mode_fits_the_datasets_prepared_from_fake_releases(name, prepared
   for task in config.tasks.values():
     if task.kind == 'classification':  # the fake releases hold a few classes, not 700
       task.num_classes = num_classes[task.dataset.name]
-  config_lib.validate_config(config, num_devices=jax.device_count(),
+  config_checks.validate_config(config, num_devices=jax.device_count(),
                              known_datasets=pipeline.known_datasets(config))
   # Class names, ids and evaluation files of every dataset fit the tasks (AVA: the 60 eval classes).
-  tasks = tasks_lib.make_tasks(config, tasks_lib.dataset_infos(config))
-  assert len(tasks['ava'].labelmap) == len(paper_config.AVA_EVAL_CLASS_IDS)
+  tasks = tasks_lib.make_tasks(config, pipeline.dataset_infos(config))
+  # The classes of the official frame-mAP (ava_action_list_v2.2_for_activitynet_2019.pbtxt).
+  assert len(tasks['ava'].labelmap) == 60
   for task_name, task in config.tasks.items():
     batch = next(pipeline.train_iterator(task, data_dir=data_dir, seed=0))
     assert batch['video'].shape == (2, 8, 64, 64, 3), task_name

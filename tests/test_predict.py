@@ -3,10 +3,12 @@
 Scenic checkpoints are written by tests/foreign_checkpoints.py; the numpy Scenic forward pass is
 test_convert.scenic_vivit_forward.
 """
+import errno
 import json
 import os
 import subprocess
 import sys
+import types
 
 import ml_collections
 import numpy as np
@@ -211,3 +213,72 @@ def test_command_line_writes_the_prediction(tmp_path):
   failed = subprocess.run(command[:-1] + ['--task=ava', f'--output={tmp_path / "x.npz"}'], cwd=root,
                           capture_output=True, text=True, check=False)
   assert failed.returncode != 0 and '--task=ava: unknown task' in failed.stderr
+
+
+def run_main(**flag_values) -> str:
+  """predict.main with these flag values; asserts it stopped with one line and returns it."""
+  values = dict(dict(checkpoint=None, config=None, clip=None, boxes=None, task=None, output=None),
+                **flag_values)
+  holders = {name: types.SimpleNamespace(value=value) for name, value in values.items()}
+  with pytest.raises(SystemExit) as exit_info:
+    predict.main(['predict'], holders)
+  message = str(exit_info.value.code)
+  assert message.startswith('predict: ') and '\n' not in message, message
+  return message
+
+
+@pytest.fixture
+def converted_and_clip(tmp_path) -> tuple[str, str]:
+  directory, _ = convert_scenic(tmp_path, 'spatio_temporal')
+  np.save(tmp_path / 'clip.npy', test_convert.random_video((4, 12, 12, 3), seed=3))
+  return directory, str(tmp_path / 'clip.npy')
+
+
+def test_main_names_an_output_folder_that_does_not_exist_before_any_work(tmp_path):
+  # The checkpoint does not exist either: the output is checked first, so no work is wasted.
+  output = tmp_path / 'missing' / 'out.npz'
+  assert run_main(checkpoint=str(tmp_path / 'nowhere'), clip='clip.npy', output=str(output)) == (
+      f'predict: --output={output}: folder {output.parent} does not exist; create it or choose '
+      'another')
+  assert run_main(checkpoint=str(tmp_path), clip='clip.npy', output=str(tmp_path)).endswith(
+      'is a directory; expected a .npz file name')
+
+
+def test_main_names_a_checkpoint_that_is_not_one(tmp_path, converted_and_clip):
+  _, clip = converted_and_clip
+  output = str(tmp_path / 'out.npz')
+  assert f'--checkpoint={tmp_path / "nowhere"}: expected a converted checkpoint' in run_main(
+      checkpoint=str(tmp_path / 'nowhere'), clip=clip, output=output)
+  # params/ there, but not an orbax checkpoint.
+  damaged = tmp_path / 'damaged'
+  (damaged / 'params').mkdir(parents=True)
+  (damaged / 'params' / 'garbage').write_text('not a checkpoint')
+  (damaged / 'config.json').write_text(
+      (tmp_path / 'converted' / 'config.json').read_text())
+  assert f'--checkpoint={damaged}: cannot read its params' in run_main(
+      checkpoint=str(damaged), clip=clip, output=output)
+  (damaged / 'config.json').write_text('{"model": ')
+  assert f'{damaged / "config.json"}: cannot read it as JSON' in run_main(
+      checkpoint=str(damaged), clip=clip, output=output)
+  assert not (tmp_path / 'out.npz').exists()
+
+
+def test_main_names_an_unreadable_clip_and_an_unknown_task(tmp_path, converted_and_clip):
+  directory, clip = converted_and_clip
+  (tmp_path / 'bad.npy').write_text('not numpy')
+  output = str(tmp_path / 'out.npz')
+  assert f'--clip={tmp_path / "bad.npy"}: cannot read a .npy array' in run_main(
+      checkpoint=directory, clip=str(tmp_path / 'bad.npy'), output=output)
+  assert '--task=ava: unknown task' in run_main(checkpoint=directory, clip=clip, task='ava',
+                                                output=output)
+
+
+def test_main_names_an_output_it_cannot_write(tmp_path, converted_and_clip, monkeypatch):
+  directory, clip = converted_and_clip
+
+  def full_disk(*args, **kwargs):
+    raise OSError(errno.ENOSPC, 'No space left on device')
+
+  monkeypatch.setattr(np, 'savez', full_disk)
+  assert run_main(checkpoint=directory, clip=clip, output=str(tmp_path / 'out.npz')) == (
+      f'predict: --output={tmp_path / "out.npz"}: cannot write it (No space left on device)')

@@ -5,6 +5,7 @@ the frames), never from the builders' own output.
 """
 import csv
 import os
+import re
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ import tensorflow_datasets as tfds
 
 import fake_releases
 from vivit_cofinetune import tasks as tasks_lib
+from vivit_cofinetune.data import dataset_info
 from vivit_cofinetune.data import pipeline
 from vivit_cofinetune.data import prepare
 from vivit_cofinetune.data import records
@@ -238,10 +240,41 @@ def test_ava_and_ava_kinetics_train_and_evaluate_as_one_task(tmp_path):
   assert batch['box_mask'].any()
   # Evaluation scores against both official val CSVs, one after the other.
   task.eval_class_ids = list(range(1, 81))
-  localisation = tasks_lib.make_task('ava', task, class_names=info.class_names,
-                                     class_ids=info.class_ids,
-                                     evaluation_files=info.evaluation_files)
+  localisation = tasks_lib.make_task('ava', task, info)
   groundtruth = localisation.groundtruth({}, [])
   rows = [row for path in info.evaluation_files['groundtruth'] for row in csv.reader(open(path))]
   assert len(groundtruth) == len(rows)
   assert groundtruth.video_id.tolist() == [row[0] for row in rows]
+
+
+def _pbtxt_items(path: str) -> dict[int, str]:
+  """id -> name of a label map (`name: "..."` then `id: N` or `label_id: N`), parsed independently."""
+  with open(path) as file:
+    return {int(number): name for name, number in
+            re.findall(r'name:\s*"([^"]*)"\s*(?:label_)?id:\s*(\d+)', file.read())}
+
+
+def test_prepared_ava_records_its_classes_and_evaluation_files(tmp_path):
+  ava_release = fake_releases.write_ava_release(str(tmp_path / 'ava'))
+  kinetics_release = fake_releases.write_ava_kinetics_release(str(tmp_path / 'avak'))
+  parts = [_prepare(tmp_path, 'ava_v2_2/tiny', ava_release['root']),
+           _prepare(tmp_path, 'ava_kinetics/tiny', kinetics_release['root'])]
+  recorded = dataset_info.localisation_info('ava_v2_2/tiny+ava_kinetics/tiny',
+                                            str(tmp_path / 'tfds'))
+  annotations = os.path.join(ava_release['root'], 'annotations')
+  label_map = _pbtxt_items(os.path.join(annotations, fake_releases.AVA_LABEL_MAPS[0]))
+  eval_label_map = _pbtxt_items(os.path.join(annotations, fake_releases.AVA_LABEL_MAPS[1]))
+  assert recorded.class_ids == sorted(label_map) == list(range(1, 81))
+  assert recorded.class_names == [label_map[i] for i in sorted(label_map)]
+  assert recorded.eval_class_ids == sorted(eval_label_map) and len(eval_label_map) == 60
+  assert recorded.eval_labelmap == {i: label_map[i] for i in sorted(eval_label_map)}
+  files = recorded.evaluation_files['validation']
+  originals = {'groundtruth': ['ava_val_v2.2.csv', 'kinetics_val_v1.0.csv'],
+               'eval_label_map': [fake_releases.AVA_LABEL_MAPS[1]] * 2}
+  roots = [ava_release['root'], kinetics_release['root']]
+  for kind, names in originals.items():
+    assert [os.path.dirname(path) for path in files[kind]] == [part.data_dir for part in parts]
+    for path, root, name in zip(files[kind], roots, names):
+      with open(path, 'rb') as copy, open(os.path.join(root, 'annotations', name), 'rb') as original:
+        assert copy.read() == original.read(), (kind, path)
+  assert set(recorded.evaluation_files) == {'train', 'validation'}

@@ -25,12 +25,12 @@ import tensorflow_datasets as tfds
 
 from vivit_cofinetune import checkpoint
 from vivit_cofinetune import config_lib
-from vivit_cofinetune import optim
 from vivit_cofinetune import param_paths
 from vivit_cofinetune import sharding
 from vivit_cofinetune import state as state_lib
-from vivit_cofinetune import tasks as tasks_lib
 from vivit_cofinetune import train
+from vivit_cofinetune import trainer_setup
+from vivit_cofinetune.data import pipeline
 from vivit_cofinetune.tools import estimate_memory
 
 pytestmark = pytest.mark.slow
@@ -104,11 +104,8 @@ def run_job(data_dir: str, workdir: str, mesh: dict) -> dict:
   """
   workdir = pathlib.Path(workdir)
   config = scale_config(data_dir, mesh)
-  mesh = sharding.make_mesh(config.mesh)
-  tasks = tasks_lib.make_tasks(config, tasks_lib.dataset_infos(config))
-  backbone = state_lib.make_backbone(config.model)
-  abstract, _ = state_lib.abstract_state(config, backbone, tasks, optim.make_optimizer(config.optimizer),
-                                        mesh, sharding.logical_rules(config))
+  setup = trainer_setup.build(config, pipeline.dataset_infos(config))
+  backbone, tasks, abstract = setup.backbone, setup.tasks, setup.abstract_state
 
   def restore_onto_mesh():
     manager = checkpoint.make_manager(workdir, config, read_only=True)
@@ -123,7 +120,7 @@ def run_job(data_dir: str, workdir: str, mesh: dict) -> dict:
 
   state, _ = restore_onto_mesh()
   clip_shape = state_lib.input_shape(config.tasks.synthetic_loc)
-  boxed = jax.eval_shape(lambda rng: state_lib.init_params(backbone, tasks, clip_shape, rng, 4),
+  boxed = jax.eval_shape(lambda rng: state_lib.init_params(backbone, tasks, clip_shape, rng),
                          jax.random.key(0))
   logical = _flat(nn.get_partition_spec(boxed))
   report['params'] = {

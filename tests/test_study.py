@@ -6,9 +6,9 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from vivit_cofinetune import config_lib
+from vivit_cofinetune import config_checks
 from vivit_cofinetune.data.builders import synthetic
-from vivit_cofinetune.data import mixture
+from vivit_cofinetune import schedule as schedule_lib
 from vivit_cofinetune.experiments import study
 
 DATASETS = {'synthetic_actions_loc/study': True, 'synthetic_actions_cls/study_pretrain': True,
@@ -26,8 +26,8 @@ def test_every_schedule_sees_the_same_examples_and_all_but_downstream_the_same_p
   by_schedule = configs(steps)
   assert study.check_same_examples(by_schedule) == steps * study_batch_size()
   for name, config in by_schedule.items():
-    config_lib.validate_config(config, num_devices=1, known_datasets=DATASETS)
-    schedule = mixture.task_schedule(config.schedule.phases, seed=0)
+    config_checks.validate_config(config, num_devices=1, known_datasets=DATASETS)
+    schedule = schedule_lib.task_schedule(config.schedule.phases, seed=0)
     batches = schedule.batches_before(schedule.num_steps)
     if name == 'downstream':
       assert batches == {'loc': steps}

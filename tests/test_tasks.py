@@ -11,9 +11,10 @@ from vivit_cofinetune import config_lib
 from vivit_cofinetune import optim
 from vivit_cofinetune import state as state_lib
 from vivit_cofinetune import tasks as tasks_lib
-from vivit_cofinetune import train
+from vivit_cofinetune import steps as steps_lib
 from vivit_cofinetune.models import convert
 from vivit_cofinetune.models import vivit
+from vivit_cofinetune.tasks import base as tasks_base
 
 
 def make_task(kind: str, num_classes: int, **fields):
@@ -92,7 +93,7 @@ def test_every_variant_trains_both_task_kinds(variant):
   tasks = {name: tasks_lib.make_task(name, task) for name, task in config.tasks.items()}
   backbone = vivit.ViViT(**model_config)
   optimizer = optim.make_optimizer(config.optimizer)
-  params = state_lib.init_params(backbone, tasks, (4, 16, 16, 3), jax.random.key(0), max_boxes=2)
+  params = state_lib.init_params(backbone, tasks, (4, 16, 16, 3), jax.random.key(0))
   state = jax.tree.map(jnp.asarray, state_lib.init_state(convert.plain_params(params), optimizer))
   rng = np.random.default_rng(0)
   batches = {
@@ -105,15 +106,18 @@ def test_every_variant_trains_both_task_kinds(variant):
               'label': np.array([1, 3], np.int32), 'mask': np.ones(2, bool)}}
   trainable = optim.trainable_mask(state.params, ())
   for name, other in (('loc', 'cls'), ('cls', 'loc')):
-    step = jax.jit(train.make_train_step(backbone, tasks[name], optimizer, config, trainable))
-    new_state, metrics = step(state, batches[name], np.float32(0.1))
+    step = jax.jit(steps_lib.make_train_step(backbone, [(tasks[name], 1.0)], optimizer, trainable,
+                                             seed=0, grad_clip_norm=1.0))
+    rates = {'backbone': np.float32(0.1), 'heads': {name: np.float32(0.1)}}
+    new_state, metrics = step(state, {name: batches[name]}, rates)
+    metrics = metrics[name]
     assert np.isfinite(float(metrics['loss']))
     moved = lambda a, b: any(not np.array_equal(x, y) for x, y in zip(
         jax.tree.leaves(a), jax.tree.leaves(b)))
     assert moved(new_state.params['heads'][name], state.params['heads'][name])
     assert not moved(new_state.params['heads'][other], state.params['heads'][other])
     # Heads start at zero, so the backbone's gradient is zero on the first step; train it twice.
-    newer_state, _ = step(new_state, batches[name], np.float32(0.1))
+    newer_state, _ = step(new_state, {name: batches[name]}, rates)
     assert moved(newer_state.params['backbone'], new_state.params['backbone'])
 
 
@@ -147,7 +151,8 @@ def test_localisation_evaluates_the_eval_classes_without_excluded_keyframes(tmp_
 def test_localisation_reports_the_configured_ava_protocols(tmp_path, eval_protocol, expected):
   config = ml_collections.ConfigDict(dict(kind='localisation', num_classes=1,
                                           eval_protocol=eval_protocol))
-  task = tasks_lib.make_task('task', config, train_class_counts=[5])  # The one class is 'head'.
+  task = tasks_lib.make_task('task', config, tasks_base.DatasetInfo(  # The one class is 'head'.
+      num_classes=1, class_names=['only'], num_train_examples=5, train_class_counts=[5]))
   truth = [0.1, 0.1, 0.5, 0.5]
   near = [0.1, 0.1, 0.5, 0.45]  # IoU 0.9 with the truth.
   # One keyframe, one true box; the detector's first box overlaps it with score 0.3, its second is

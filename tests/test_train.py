@@ -16,11 +16,10 @@ from vivit_cofinetune import config_lib
 from vivit_cofinetune import evaluate
 from vivit_cofinetune import optim
 from vivit_cofinetune import param_paths
-from vivit_cofinetune import sharding
 from vivit_cofinetune import state as state_lib
-from vivit_cofinetune import tasks as tasks_lib
 from vivit_cofinetune import train
-from vivit_cofinetune.data import mixture
+from vivit_cofinetune import trainer_setup
+from vivit_cofinetune import schedule as schedule_lib
 from vivit_cofinetune.data import pipeline
 from vivit_cofinetune.tools import predict
 
@@ -39,6 +38,7 @@ def tiny_config(data_dir: pathlib.Path, steps: int = 8):
   config.optimizer.warmup_steps = 2
   config.log_every, config.eval_every, config.checkpoint_every = 2, steps, steps // 2
   config.async_checkpointing = False
+  config.compilation_cache = False  # the session's cache (conftest.py)
   return config
 
 
@@ -116,6 +116,7 @@ def scalars(workdir: pathlib.Path) -> dict[str, dict[int, float]]:
 
 def test_tensorboard_values_match_the_schedule_and_the_results(trained):
   config, workdir, _ = trained
+  assert not (workdir / 'profile').exists()  # profiled only when config.profile_steps asks
   written = scalars(workdir)
   for tag in ('synthetic_loc/per_class_ap', 'synthetic_loc/keyframes'):
     assert tag in written, (tag, sorted(written))
@@ -150,7 +151,7 @@ def test_each_part_keeps_its_own_learning_rate_and_step_count(trained):
   config, workdir, _ = trained
   final = workdir / 'checkpoints' / '8' / 'state'
   state = checkpoint._restore_as_numpy(final)  # pylint: disable=protected-access
-  schedule = mixture.task_schedule(
+  schedule = schedule_lib.task_schedule(
       config.schedule.phases, seed=config.seed,
       transfer_steps={name: task.transfer_steps for name, task in config.tasks.items()})
   tasks_of_steps = [schedule.task_of_step(step) for step in range(8)]
@@ -197,11 +198,8 @@ def test_eval_mode_reproduces_the_final_evaluation(trained, tmp_path):
 def write_random_checkpoint(config, workdir: pathlib.Path) -> None:
   """A workdir whose checkpoint holds random params, heads included, as the trainer saves it:
   unlike a few training steps, they give different videos different top classes."""
-  backbone = state_lib.make_backbone(config.model)
-  optimizer = optim.make_optimizer(config.optimizer)
-  abstract, _ = state_lib.abstract_state(
-      config, backbone, tasks_lib.make_tasks(config, tasks_lib.dataset_infos(config)), optimizer,
-      sharding.make_mesh(config.mesh), sharding.logical_rules(config))
+  setup = trainer_setup.build(config, pipeline.dataset_infos(config))
+  abstract, optimizer = setup.abstract_state, setup.optimizer
   rng = np.random.default_rng(0)
 
   def value(path, leaf):

@@ -16,8 +16,9 @@ import pytest
 from vivit_cofinetune import config_lib
 from vivit_cofinetune import optim
 from vivit_cofinetune import state as state_lib
+from vivit_cofinetune import schedule as schedule_lib
+from vivit_cofinetune import steps as steps_lib
 from vivit_cofinetune import tasks as tasks_lib
-from vivit_cofinetune import train
 from vivit_cofinetune.models import vivit
 
 CLIP = (2, 8, 8, 3)  # patch (2, 4, 4) -> a (1, 2, 2) token grid
@@ -42,7 +43,7 @@ def tiny_setup():
   backbone = vivit.ViViT(**model_config)
   # Only the shapes of an init (compiling one costs seconds); the values are random.
   shapes = nn.meta.unbox(jax.eval_shape(lambda: state_lib.init_params(
-      backbone, tasks, CLIP, jax.random.key(0), max_boxes=2)))
+      backbone, tasks, CLIP, jax.random.key(0))))
   rng = np.random.default_rng(1)
   params = jax.tree.map(
       lambda leaf: jnp.asarray(0.3 * rng.standard_normal(leaf.shape), jnp.float32), shapes)
@@ -142,18 +143,24 @@ def test_steps_of_both_tasks_are_the_hand_computed_clipped_momentum_updates():
   # Clip hard enough that the first step is clipped (its norm is measured first, in float64).
   _, first_norm, _, _ = ReferenceSGD(params).step(backbone, tasks['cls'], data['cls'], 0.1, None)
   config.optimizer.grad_clip_norm = 0.5 * first_norm
-  steps = {name: jax.jit(train.make_train_step(backbone, tasks[name], optimizer, config, trainable))
-           for name in tasks}
+  steps = {name: jax.jit(steps_lib.make_train_step(
+      backbone, [(tasks[name], 1.0)], optimizer, trainable, seed=config.seed,
+      grad_clip_norm=config.optimizer.grad_clip_norm)) for name in tasks}
 
   # cls, loc, cls: the backbone's momentum mixes both tasks; the cls head's momentum waits out the
-  # loc step; the learning rate differs per step (as schedule x task factor would make it).
+  # loc step; the schedule's rate differs per step, and loc's learning_rate_factor of 0.4 scales its
+  # whole step (backbone and head), as a single task's factor does.
+  factors = {'cls': 1.0, 'loc': 0.4}
   clipped_any = False
   for step, (name, learning_rate) in enumerate((('cls', 0.1), ('loc', 0.05), ('cls', 0.02))):
     other = 'loc' if name == 'cls' else 'cls'
+    hand_rate = {'cls': learning_rate, 'loc': 0.4 * learning_rate}[name]
     loss, norm, clipped, updates = reference.step(backbone, tasks[name], data[name],
-                                                  learning_rate, config.optimizer.grad_clip_norm)
+                                                  hand_rate, config.optimizer.grad_clip_norm)
     clipped_any |= clipped
-    new_state, metrics = steps[name](state, data[name], np.float32(learning_rate))
+    rates = schedule_lib.part_learning_rates(learning_rate, [(name, 1.0)], factors)
+    new_state, metrics = steps[name](state, {name: data[name]}, rates)
+    metrics = metrics[name]
     assert int(new_state.step) == step + 1
     assert float(metrics['loss']) == pytest.approx(loss, rel=1e-5), (step, name)
     assert float(metrics['grad_norm']) == pytest.approx(norm, rel=1e-5), (step, name)
@@ -189,13 +196,15 @@ def test_a_mixed_batch_step_is_the_hand_computed_update_of_the_weighted_loss_sum
                                        {'backbone': parts['backbone'], 'head': parts[name]},
                                        data[name]) for name, weight in weights.items())
 
-  grads = jax.tree.map(lambda g: np.asarray(g, np.float64), jax.grad(weighted_loss)(parts))
+  grads = jax.tree.map(lambda g: np.asarray(g, np.float64), jax.jit(jax.grad(weighted_loss))(parts))
   norm = np.sqrt(sum(np.sum(g ** 2) for g in jax.tree.leaves(grads)))
   config.optimizer.grad_clip_norm = 0.5 * norm  # clipped
-  step = jax.jit(train.make_train_step(backbone, None, optimizer, config, trainable,
-                                       mixed=[(tasks[name], weights[name]) for name in weights]))
+  step = jax.jit(steps_lib.make_train_step(
+      backbone, [(tasks[name], weights[name]) for name in weights], optimizer, trainable,
+      seed=config.seed, grad_clip_norm=config.optimizer.grad_clip_norm))
   learning_rate = 0.1
-  new_state, metrics = step(state, data, np.float32(learning_rate))
+  new_state, metrics = step(state, data, schedule_lib.part_learning_rates(
+      learning_rate, list(weights.items()), {'loc': 1.0, 'cls': 0.5}))
 
   for name in weights:
     loss = reference_loss(backbone, tasks[name], {'backbone': params['backbone'],
@@ -203,8 +212,9 @@ def test_a_mixed_batch_step_is_the_hand_computed_update_of_the_weighted_loss_sum
     assert float(metrics[name]['loss']) == pytest.approx(float(loss), rel=1e-5), name
     assert float(metrics[name]['grad_norm']) == pytest.approx(norm, rel=1e-5), name
   # First step from a zero trace: the update is -lr * clipped gradient.
+  # The backbone's factor is the loss-weighted mean of the tasks' factors: (1.5 * 1 + 0.5 * 0.5) / 2.
   for part, new, old, part_rate in (
-      ('backbone', new_state.params['backbone'], state.params['backbone'], learning_rate),
+      ('backbone', new_state.params['backbone'], state.params['backbone'], 0.875 * learning_rate),
       ('loc', new_state.params['heads']['loc'], state.params['heads']['loc'], learning_rate),
       ('cls', new_state.params['heads']['cls'], state.params['heads']['cls'], 0.5 * learning_rate)):
     expected = jax.tree.map(lambda g, rate=part_rate: -rate * 0.5 * g, grads[part])

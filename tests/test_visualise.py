@@ -15,7 +15,7 @@ from test_train import tiny_config
 from vivit_cofinetune import tasks as tasks_lib
 from vivit_cofinetune import train
 from vivit_cofinetune.data import video_ops
-from vivit_cofinetune.metrics import ava
+from vivit_cofinetune.metrics import ava_files
 from vivit_cofinetune.tools import predict
 from vivit_cofinetune.tools import visualise
 
@@ -92,7 +92,7 @@ def test_localisation_writes_the_ava_csv_and_the_annotated_video(workdir, inputs
   video, boxes_csv = inputs
   run(checkpoint=str(workdir), video=video, boxes=boxes_csv, output=str(tmp_path), fps=FPS)
   assert 'synthetic_loc (localisation) at 10 fps' in capsys.readouterr().out
-  detections = ava.read_csv(str(tmp_path / 'clip_detections.csv'), load_scores=True)
+  detections = ava_files.read_csv(str(tmp_path / 'clip_detections.csv'), load_scores=True)
   config = predict.load_config(workdir)[0]
   class_ids = tasks_lib.make_task('synthetic_loc', config.tasks.synthetic_loc).class_ids
   num_classes = len(class_ids)

@@ -20,6 +20,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from vivit_cofinetune import param_paths
+from vivit_cofinetune.config_lib import ConfigError
 
 
 def resolve_path(path: str | os.PathLike) -> epath.Path:
@@ -140,11 +141,11 @@ def read_params(path: str | os.PathLike, step: int | None = None) -> dict:
                                       options=ocp.CheckpointManagerOptions(read_only=True))
       step = manager.latest_step()
     if step is None:
-      raise FileNotFoundError(f'config.init_from.path={path}: the workdir has no checkpoint')
+      raise ConfigError(f'config.init_from.path={path}: the workdir has no checkpoint')
     return _restore_as_numpy(path / 'checkpoints' / str(step) / 'state')['params']
   if (path / 'params').is_dir():
     return _restore_as_numpy(path / 'params')
-  raise FileNotFoundError(f'config.init_from.path={path}: expected a workdir with checkpoints/ or a '
+  raise ConfigError(f'config.init_from.path={path}: expected a workdir with checkpoints/ or a '
                           'converted checkpoint directory with params/ (tools.convert_checkpoint)')
 
 

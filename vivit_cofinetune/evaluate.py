@@ -4,44 +4,28 @@ import json
 import math
 
 from absl import logging
-from clu import metric_writers
 from etils import epath
 import jax
 import ml_collections
 import numpy as np
 
 from vivit_cofinetune import checkpoint
-from vivit_cofinetune import config_lib
-from vivit_cofinetune import optim
+from vivit_cofinetune import config_checks
+from vivit_cofinetune import logs
 from vivit_cofinetune import sharding
-from vivit_cofinetune import state as state_lib
-from vivit_cofinetune import tasks as tasks_lib
+from vivit_cofinetune import trainer_setup
 from vivit_cofinetune.data import pipeline
 
 
 class Evaluator:
   """Runs every task's eval split through the model and aggregates the task's metrics."""
 
-  def __init__(self, config, backbone, tasks: Mapping, mesh, rules, params_shardings):
-    self.config, self.tasks, self.mesh = config, tasks, mesh
-    self.inputs = {name: pipeline.eval_input(config.tasks[name], data_dir=config.data_dir)
-                   for name in tasks}
-    batch_sharding = sharding.batch_sharding(mesh)
-    self.steps = {
-        name: sharding.jit(self._make_eval_step(backbone, task), mesh, rules,
-                           in_shardings=(params_shardings, batch_sharding),
-                           out_shardings=batch_sharding)
-        for name, task in tasks.items()}
-
-  @staticmethod
-  def _make_eval_step(backbone, task):
-    def eval_step(params, batch):
-      tokens, cls_token = backbone.apply({'params': params['backbone']},
-                                         task.model_input(batch['video']), train=False)
-      logits = task.head.apply({'params': params['heads'][task.name]},
-                               *task.head_args(tokens, cls_token, batch), train=False)
-      return task.eval_outputs(logits, batch)
-    return eval_step
+  def __init__(self, setup: trainer_setup.TrainerSetup):
+    self.config, self.tasks, self.mesh = setup.config, setup.tasks, setup.mesh
+    self.inputs = {name: pipeline.eval_input(setup.config.tasks[name],
+                                             data_dir=setup.config.data_dir)
+                   for name in setup.tasks}
+    self.steps = {name: setup.eval_step(name) for name in setup.tasks}
 
   def evaluate(self, params, *, step: int, output_dir: epath.Path | None
                ) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
@@ -110,25 +94,20 @@ def write_results(workdir: epath.Path, results: Mapping[str, Mapping[str, float]
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """--mode=eval: evaluates the latest checkpoint of `workdir` on every task."""
   workdir = checkpoint.resolve_path(workdir)
-  config_lib.validate_config(config, num_devices=jax.device_count(),
+  config_checks.validate_config(config, num_devices=jax.device_count(),
                              num_processes=jax.process_count(),
                              known_datasets=pipeline.known_datasets(config))
-  mesh = sharding.make_mesh(config.mesh)
-  tasks = tasks_lib.make_tasks(config, tasks_lib.dataset_infos(config))
-  backbone = state_lib.make_backbone(config.model)
-  optimizer = optim.make_optimizer(config.optimizer)
-  rules = sharding.logical_rules(config)
-  abstract, shardings = state_lib.abstract_state(config, backbone, tasks, optimizer, mesh, rules)
+  setup = trainer_setup.build(config, pipeline.dataset_infos(config))
   manager = checkpoint.make_manager(workdir, config, read_only=True)
-  restored = checkpoint.restore(manager, abstract)
+  restored = checkpoint.restore(manager, setup.abstract_state)
   if restored is None:
     raise checkpoint.NoCheckpointError(
         f'--workdir={workdir}: no checkpoint under {workdir / "checkpoints"}')
   state, _ = restored
   step = int(state.step)
-  results, images = Evaluator(config, backbone, tasks, mesh, rules, shardings.params).evaluate(
-      state.params, step=step, output_dir=workdir / 'eval')
-  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  results, images = Evaluator(setup).evaluate(state.params, step=step,
+                                             output_dir=workdir / 'eval')
+  writer = logs.make_writer(workdir)
   writer.write_scalars(step, flatten_for_summary(results))
   writer.write_images(step, images)
   writer.flush()

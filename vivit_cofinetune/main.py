@@ -8,7 +8,8 @@ on the clusters jax detects (Cloud TPU VMs, GKE, SLURM, Open MPI; launch/ has sc
 and SLURM); elsewhere pass --coordinator_address, --num_processes and --process_id. SIGTERM makes the
 run save a checkpoint and exit 0; the same command then resumes.
 """
-import logging as python_logging
+import errno
+import functools
 import os
 import sys
 
@@ -22,6 +23,11 @@ import jax
 from jax._src import clusters as jax_clusters
 from ml_collections import config_flags
 import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from vivit_cofinetune import cli
+from vivit_cofinetune import config_lib
+from vivit_cofinetune import logs
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
                                           lock_config=True)
@@ -33,13 +39,6 @@ _DISTRIBUTED = flags.DEFINE_bool('distributed', None, 'Call jax.distributed.init
 _COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'host:port of process 0.')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Number of processes.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process index.')
-
-
-def _quiet_library_logs(record) -> bool:
-  """Keeps orbax's per-save INFO chatter and a TFDS-internal deprecation notice out of the log."""
-  if record.levelno < python_logging.WARNING and 'orbax' in record.pathname:
-    return False
-  return 'FeatureConnector.dtype` is deprecated' not in record.getMessage()
 
 
 def _on_detected_cluster() -> bool:
@@ -55,7 +54,9 @@ def _on_detected_cluster() -> bool:
 
 def main(argv):
   del argv
-  logging.get_absl_handler().addFilter(_quiet_library_logs)
+  logs.quiet_library_logs()
+  if not sys.stderr.isatty():
+    tfds.disable_progress_bar()  # a log file would get its escape codes, not bars
   # The input pipeline runs on the host; keep TensorFlow away from the accelerators.
   tf.config.set_visible_devices([], 'GPU')
   tf.config.set_visible_devices([], 'TPU')
@@ -70,23 +71,37 @@ def main(argv):
 
   # Imported late so that TensorFlow's device settings above come first.
   from vivit_cofinetune import checkpoint
-  from vivit_cofinetune import config_lib
   from vivit_cofinetune import evaluate
   from vivit_cofinetune import preemption
   from vivit_cofinetune import train
-  if _MODE.value == 'train':
-    preemption.catch_sigterm()
-  run = train.train_and_evaluate if _MODE.value == 'train' else evaluate.evaluate_checkpoint
+  from vivit_cofinetune import workdir as workdir_lib
   try:
-    run(_CONFIG.value, _WORKDIR.value)
+    if _MODE.value == 'train':
+      preemption.catch_sigterm()
+      # One training run per workdir: a second one stops here, before it writes anything.
+      with workdir_lib.claimed(_WORKDIR.value):
+        train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    else:
+      evaluate.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value)
   except config_lib.ConfigError as error:
     # A config mistake is the user's to fix: one line naming the field, no traceback.
     sys.exit(f'Config error: {error}')
   except (checkpoint.NoCheckpointRestoresError, checkpoint.NoCheckpointError) as error:
     # The warnings above give each checkpoint's error; a traceback through orbax would add nothing.
     sys.exit(f'Checkpoint error: {error}')
+  except workdir_lib.WorkdirError as error:
+    sys.exit(f'Workdir error: {error}')
+  except Exception as error:  # pylint: disable=broad-except
+    full_disk = cli.find_in_chain(error, lambda e: isinstance(e, OSError) and e.errno == errno.ENOSPC)
+    if full_disk is None:
+      raise
+    # Checkpoints are written to a temporary directory and renamed when complete, so the ones
+    # saved before are whole; the run resumes from the newest once there is space.
+    sys.exit(f'Disk full: {full_disk}. The checkpoints saved before under '
+             f'{_WORKDIR.value}/checkpoints are intact; free space and run the same command to '
+             'resume.')
 
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['config', 'workdir'])
-  app.run(main)
+  app.run(main, flags_parser=functools.partial(cli.parse_flags, config_flag=_CONFIG))

@@ -2,8 +2,8 @@
 
 Each task step updates the shared backbone and that task's head only. The backbone and every head have
 their own optimizer state, so a head that is not trained in a step neither moves nor has its momentum
-decay. The learning rate is passed into each compiled step (schedule value times the task's factor)
-and written into the state through `optax.inject_hyperparams`.
+decay. The learning rates are passed into each compiled step (schedule.py: the schedule's value and
+the tasks' factors) and written into each part's state through `optax.inject_hyperparams`.
 
 `config.optimizer.layer_decay` (e.g. 0.75, as VideoMAE and BEiT fine-tune; None or 1.0: off) scales
 each backbone layer's update by decay^(depth - layer): the patch embedding, CLS token and position
@@ -12,7 +12,6 @@ depth = num_layers + 1 (unscaled). Scanned layers (a leading layer axis on every
 scale per slice of that axis.
 """
 from collections.abc import Sequence
-import math
 import re
 
 import jax
@@ -22,6 +21,9 @@ import numpy as np
 import optax
 
 from vivit_cofinetune import param_paths
+
+# config.optimizer.name values (config_checks rejects any other before the run starts).
+OPTIMIZERS = ('sgd', 'adamw')
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -39,7 +41,7 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
     return optax.inject_hyperparams(_adamw, static_args=('layer_decay',))(
         learning_rate=0.0, b1=config.get('b1', 0.9), b2=config.get('b2', 0.999),
         weight_decay=config.get('weight_decay', 0.0), layer_decay=layer_decay)
-  raise ValueError(f"config.optimizer.name={name!r}: expected 'sgd' or 'adamw'")
+  raise ValueError(f'config.optimizer.name={name!r}: expected one of {list(OPTIMIZERS)}')
 
 
 def _sgd(learning_rate, momentum, nesterov, weight_decay, layer_decay) -> optax.GradientTransformation:
@@ -127,33 +129,6 @@ def set_learning_rate(opt_state, learning_rate: jax.Array):
   """Returns opt_state with the injected learning rate replaced."""
   hyperparams = dict(opt_state.hyperparams, learning_rate=jnp.asarray(learning_rate, jnp.float32))
   return opt_state._replace(hyperparams=hyperparams)
-
-
-def learning_rate_at(step: int, *, phases: Sequence, schedule,
-                     config: ml_collections.ConfigDict) -> float:
-  """Linear warm-up then cosine decay, restarted at the start of every phase or spanning the run.
-
-  `schedule` is the run's data.mixture.TaskSchedule. With `config.schedule_span='phase'` (the
-  default) every phase has its own warm-up and cosine, and may override `base_learning_rate` and
-  `warmup_steps` of `config.optimizer`; the cosine decays to `end_learning_rate_factor * base` at the
-  end of the phase. With 'run' one warm-up and cosine span all phases, so a later phase continues
-  the decay where the one before left it (config_lib rejects per-phase overrides there).
-  """
-  base, warmup = config.get('base_learning_rate'), config.get('warmup_steps', 0)
-  if config.get('schedule_span', 'phase') == 'run':
-    step_in_span, span_steps = step, schedule.num_steps
-  else:
-    phase_index = schedule.phase_of_step(step)
-    phase = phases[phase_index]
-    base = phase.get('base_learning_rate', base)
-    warmup = phase.get('warmup_steps', warmup)
-    step_in_span, span_steps = step - schedule.phase_starts[phase_index], phase['steps']
-  end_factor = config.get('end_learning_rate_factor', 0.0)
-  if step_in_span < warmup:
-    return base * (step_in_span + 1) / warmup
-  progress = (step_in_span - warmup) / max(1, span_steps - warmup)
-  cosine = 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-  return base * (end_factor + (1.0 - end_factor) * cosine)
 
 
 def clip_by_global_norm(grads, max_norm: float | None):

@@ -32,18 +32,17 @@ def input_shape(task_config: ml_collections.ConfigDict) -> tuple[int, int, int, 
   return (task_config.input.num_frames, crop, crop, 3)
 
 
-def init_params(backbone: nn.Module, tasks: Mapping, clip_shape, rng: jax.Array,
-                max_boxes: int = 1) -> dict:
+def init_params(backbone: nn.Module, tasks: Mapping, clip_shape, rng: jax.Array) -> dict:
   """Fresh params, still carrying their logical-axis boxes (for sharding)."""
   backbone_rng, head_rng = jax.random.split(rng)
   video = jnp.zeros((1, *clip_shape), jnp.float32)
   backbone_params = backbone.init(backbone_rng, video, train=False)['params']
   tokens, cls_token = backbone.apply({'params': backbone_params}, video, train=False)
-  dummy_batch = {'boxes': jnp.zeros((1, max_boxes, 4), jnp.float32)}
   heads = {}
   for index, (name, task) in enumerate(tasks.items()):
+    # Each kind gives what its head reads besides the backbone's outputs (boxes, for instance).
     heads[name] = task.head.init(jax.random.fold_in(head_rng, index),
-                                 *task.head_args(tokens, cls_token, dummy_batch),
+                                 *task.head_args(tokens, cls_token, task.init_batch()),
                                  train=False)['params']
   return {'backbone': backbone_params, 'heads': heads}
 
@@ -67,16 +66,12 @@ def _clip_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int, int]:
   return next(iter(shapes.values()))
 
 
-def _max_boxes(config: ml_collections.ConfigDict) -> int:
-  return max([task.get('max_boxes', 1) for task in config.tasks.values()])
-
-
 def _boxed_state_fn(config, backbone, tasks, optimizer):
   """rng -> a fresh state whose params still carry their logical-axis boxes."""
-  clip_shape, max_boxes = _clip_shape(config), _max_boxes(config)
+  clip_shape = _clip_shape(config)
 
   def boxed_state(rng):
-    params = init_params(backbone, tasks, clip_shape, rng, max_boxes)
+    params = init_params(backbone, tasks, clip_shape, rng)
     return init_state(params, optimizer)
 
   return boxed_state

@@ -35,7 +35,7 @@ from vivit_cofinetune import config_lib
 from vivit_cofinetune import pictures
 from vivit_cofinetune import train
 from vivit_cofinetune.data import builders  # pylint: disable=unused-import  (registers the builders)
-from vivit_cofinetune.data import mixture
+from vivit_cofinetune import schedule as schedule_lib
 
 CONFIG = pathlib.Path(__file__).resolve().parents[2] / 'configs' / 'study_cofinetune.py'
 SCHEDULES = ('downstream', 'transfer', 'transfer_continued', 'cofinetune_1', 'cofinetune_2',
@@ -56,7 +56,7 @@ def study_config(schedule: str, *, seed: int = 0, init: str = '', data_dir: str,
 
 def training_examples(config: ml_collections.ConfigDict) -> int:
   """Clips the run's schedule trains on, all tasks together."""
-  schedule = mixture.task_schedule(config.schedule.phases, seed=config.seed)
+  schedule = schedule_lib.task_schedule(config.schedule.phases, seed=config.seed)
   return sum(count * config.tasks[name].batch_size
              for name, count in schedule.batches_before(schedule.num_steps).items())
 

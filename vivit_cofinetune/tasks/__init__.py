@@ -1,49 +1,80 @@
-"""Task kinds by name: a task owns its head, loss, metrics and evaluation aggregation.
+"""Task kinds by name: each kind is a `Task` (model side: head, loss, evaluation; tasks/base.py) and
+a `TaskExamples` (data side: training and evaluation examples; tasks/examples.py).
 
-Users add a task kind by writing a module like classification.py and registering its class here.
+A new kind is two classes and one call, from any module (a test file, a user's package):
+
+    tasks.register('tagging', TaggingTask, TaggingExamples)
+
+after which `config.tasks.<name>.kind='tagging'` trains and evaluates through the same code as the
+built-in kinds. The data side may be given as 'module:Class' so that importing the model side (for
+a benchmark on a machine without TensorFlow) imports no TensorFlow. A kind that tools.visualise
+draws also names its video report ('module:function' taking a tools.visualise.ReportRequest).
 """
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
+import importlib
 
 import ml_collections
 
-from vivit_cofinetune.data import pipeline
+from vivit_cofinetune.tasks import base
 from vivit_cofinetune.tasks import classification
 from vivit_cofinetune.tasks import localisation
 
-TASK_KINDS = {
-    'classification': classification.ClassificationTask,
-    'localisation': localisation.LocalisationTask,
-}
+TASK_KINDS: dict[str, type[base.Task]] = {}
+_EXAMPLES: dict[str, type | str] = {}
+_VIDEO_REPORTS: dict[str, Callable | str] = {}
 
 
-def make_task(name: str, config: ml_collections.ConfigDict, *,
-              class_names: Sequence[str] | None = None,
-              train_class_counts: Sequence[int] | None = None,
-              class_ids: Sequence[int] | None = None,
-              evaluation_files: Mapping[str, Sequence[str]] | None = None):
-  """Builds the task `config.tasks.<name>` (its kind was checked by config_lib.validate_config)."""
-  return TASK_KINDS[config.kind](name, config, class_names=class_names,
-                                 train_class_counts=train_class_counts, class_ids=class_ids,
-                                 evaluation_files=evaluation_files)
+def register(kind: str, task_class: type[base.Task], examples_class: type | str,
+             video_report: Callable | str | None = None) -> None:
+  """Makes `kind` a value of config.tasks.<name>.kind; `examples_class` and `video_report` may be
+  given as 'module:name', imported on first use."""
+  TASK_KINDS[kind] = task_class
+  _EXAMPLES[kind] = examples_class
+  if video_report is not None:
+    _VIDEO_REPORTS[kind] = video_report
 
 
-def dataset_infos(config: ml_collections.ConfigDict) -> dict[str, pipeline.DatasetInfo]:
-  """Each task's dataset info (read once per run: it prepares the dataset and may count classes)."""
-  return {name: pipeline.dataset_info(task_config, config.data_dir)
-          for name, task_config in config.tasks.items()}
+def _resolve(table: dict, kind: str, what: str):
+  if kind not in table:
+    raise ValueError(f'task kind {kind!r} has no {what}; kinds that have one: {sorted(table)}')
+  value = table[kind]
+  if isinstance(value, str):
+    module, _, name = value.partition(':')
+    value = table[kind] = getattr(importlib.import_module(module), name)
+  return value
+
+
+def examples_for(kind: str) -> type:
+  """The data-side class of `kind`."""
+  return _resolve(_EXAMPLES, kind, 'registered data side')
+
+
+def video_report_for(kind: str) -> Callable:
+  """The function tools.visualise draws a video of `kind` with."""
+  return _resolve(_VIDEO_REPORTS, kind, 'video report for tools.visualise')
+
+
+register('classification', classification.ClassificationTask,
+         'vivit_cofinetune.tasks.classification_examples:ClassificationExamples',
+         'vivit_cofinetune.tools.visualise:classification_report')
+register('localisation', localisation.LocalisationTask,
+         'vivit_cofinetune.tasks.localisation_examples:LocalisationExamples',
+         'vivit_cofinetune.tools.visualise:localisation_report')
+
+
+def make_task(name: str, config: ml_collections.ConfigDict,
+              info: base.DatasetInfo | None = None) -> base.Task:
+  """Builds the task `config.tasks.<name>` (its kind was checked by config_checks.validate_config),
+  knowing its dataset from `info` where given."""
+  return TASK_KINDS[config.kind](name, config, info)
 
 
 def make_tasks(config: ml_collections.ConfigDict,
-               infos: Mapping[str, pipeline.DatasetInfo] | None = None) -> dict:
+               infos: Mapping[str, base.DatasetInfo] | None = None) -> dict[str, base.Task]:
   """Every task of the config, with class names and training class counts from its dataset.
 
   Without `infos` the tasks know only their config (enough to build and compile the model, as the
   memory estimate and the benchmarks do), and no dataset is read.
   """
-  if infos is None:
-    return {name: make_task(name, task_config) for name, task_config in config.tasks.items()}
-  return {name: make_task(name, task_config, class_names=infos[name].class_names,
-                          train_class_counts=infos[name].train_class_counts,
-                          class_ids=infos[name].class_ids,
-                          evaluation_files=infos[name].evaluation_files)
+  return {name: make_task(name, task_config, (infos or {}).get(name))
           for name, task_config in config.tasks.items()}

@@ -18,8 +18,8 @@ from vivit_cofinetune.tasks import base
 class ClassificationTask(base.Task):
   """One label (or a multi-hot vector) per clip; multi-view evaluation per video."""
 
-  def __init__(self, name, config, **kwargs):
-    super().__init__(name, config, **kwargs)
+  def __init__(self, name, config, info=None):
+    super().__init__(name, config, info)
     self.multi_label = config.get('multi_label', False)
     head_config = config.get('head', {})
     self.head = heads.ClassificationHead(
@@ -48,6 +48,11 @@ class ClassificationTask(base.Task):
       metrics = {'top1': (correct * mask).sum() / jnp.maximum(mask.sum(), 1.0)}
     loss = (per_example * mask).sum() / jnp.maximum(mask.sum(), 1.0)
     return loss, dict(metrics, loss=loss)
+
+  def probabilities(self, logits):
+    if self.multi_label:
+      return jax.nn.sigmoid(logits.astype(jnp.float32))
+    return super().probabilities(logits)
 
   def eval_outputs(self, logits, batch):
     return {'logits': logits.astype(jnp.float32), 'label': batch['label'], 'mask': batch['mask'],

@@ -13,7 +13,9 @@ import numpy as np
 import optax
 
 from vivit_cofinetune import pictures as pictures_lib
+from vivit_cofinetune.config_lib import ConfigError
 from vivit_cofinetune.metrics import ava
+from vivit_cofinetune.metrics import ava_files
 from vivit_cofinetune.models import heads
 from vivit_cofinetune.tasks import base
 
@@ -33,8 +35,19 @@ class LocalisationTask(base.Task):
   """Sigmoid cross-entropy over the valid boxes of each clip's keyframe, reduced over classes by
   `class_reduction` and averaged over the valid boxes."""
 
-  def __init__(self, name, config, **kwargs):
-    super().__init__(name, config, **kwargs)
+  PREDICTION_INPUTS = {'boxes': '[N, 4] or [B, N, 4] (y1, x1, y2, x2 in [0, 1])'}
+  OWN_FIELDS = ('class_reduction', 'eval_protocol')
+
+  @classmethod
+  def check_config(cls, field, config):
+    super().check_config(field, config)
+    for key, choices in (('eval_protocol', list(EVAL_PROTOCOLS)),
+                         ('class_reduction', list(CLASS_REDUCTIONS))):
+      if key in config and config[key] not in choices:
+        raise ValueError(f'{field}.{key}={config[key]!r}: expected one of {choices}')
+
+  def __init__(self, name, config, info=None):
+    super().__init__(name, config, info)
     head_config = config.get('head', {})
     self.head = heads.RoIActionHead(
         num_classes=self.num_classes, roi_size=head_config.get('roi_size', 7),
@@ -43,19 +56,20 @@ class LocalisationTask(base.Task):
     # Class ids as written in the CSVs; AVA numbers its classes from 1.
     self.class_ids = list(config.get('class_ids', None) or self.dataset_class_ids or
                           range(1, self.num_classes + 1))
-    # The classes the metric averages over (AVA v2.2: trained on 80, evaluated on the official 60).
-    eval_ids = config.get('eval_class_ids') or self.class_ids
+    # The classes the metric averages over (AVA v2.2: trained on 80, evaluated on the official 60):
+    # the config's list, else the one the dataset records, else every class.
+    eval_ids = config.get('eval_class_ids') or self.dataset_eval_class_ids or self.class_ids
     unknown = sorted(set(eval_ids) - set(self.class_ids))
     if unknown:
-      raise ValueError(f'config.tasks.{name}.eval_class_ids: {unknown} are not class ids of the '
-                       f'dataset ({self.class_ids[0]}..{self.class_ids[-1]})')
+      raise ConfigError(f'config.tasks.{name}.eval_class_ids: {unknown} are not class ids of the '
+                        f'dataset ({self.class_ids[0]}..{self.class_ids[-1]})')
     names = dict(zip(self.class_ids, self.class_names))
     self.labelmap = {class_id: names[class_id] for class_id in eval_ids}
     # Keyframes the official evaluation leaves out, as (video_id, second): the config's file, else
     # the one stored with the dataset.
     exclusions = ([config.exclusions] if config.get('exclusions') else
                   self.evaluation_files.get('exclusions', []))
-    self.excluded_keys = set().union(*map(ava.read_exclusions, exclusions)) if exclusions else None
+    self.excluded_keys = set().union(*map(ava_files.read_exclusions, exclusions)) if exclusions else None
     self.eval_protocols = EVAL_PROTOCOLS[config.get('eval_protocol', 'activitynet')]
     self.class_reduction = config.get('class_reduction', 'mean')
     self._groundtruth = None
@@ -68,6 +82,9 @@ class LocalisationTask(base.Task):
                 box_mask=jax.ShapeDtypeStruct(boxes, jnp.bool_),
                 labels=jax.ShapeDtypeStruct((*boxes, self.num_classes), jnp.float32))
 
+  def init_batch(self):
+    return {'boxes': jnp.zeros((1, self.config.get('max_boxes', 1), 4), jnp.float32)}
+
   def head_args(self, tokens, cls_token, batch):
     return (tokens, batch['boxes'])
 
@@ -79,6 +96,9 @@ class LocalisationTask(base.Task):
     return loss, {'loss': loss, 'boxes_per_clip': valid.sum() / jnp.maximum(
         batch['mask'].astype(jnp.float32).sum(), 1.0)}
 
+  def probabilities(self, logits):
+    return jax.nn.sigmoid(logits.astype(jnp.float32))  # independent per class
+
   def eval_outputs(self, logits, batch):
     keys = ('boxes', 'frame_boxes', 'box_mask', 'gt_boxes', 'gt_box_mask', 'gt_labels',
             'video_index', 'timestamp', 'mask')
@@ -86,7 +106,7 @@ class LocalisationTask(base.Task):
                 scores=jax.nn.sigmoid(logits.astype(jnp.float32)))
 
   def groundtruth(self, outputs: Mapping[str, np.ndarray],
-                  video_ids: Sequence[str]) -> ava.Annotations:
+                  video_ids: Sequence[str]) -> ava_files.Annotations:
     """The official ground-truth CSVs stored with the dataset (read once, one after the other for a
     combined dataset, as `cat`-ing them for the CLI would), else the examples' boxes."""
     paths = self.evaluation_files.get('groundtruth')
@@ -94,8 +114,8 @@ class LocalisationTask(base.Task):
       return self._annotations(outputs, video_ids, outputs['gt_boxes'], outputs['gt_box_mask'],
                                outputs['gt_labels'], are_scores=False)
     if self._groundtruth is None:
-      parts = [ava.read_csv(path, class_whitelist=self.labelmap) for path in paths]
-      self._groundtruth = parts[0] if len(parts) == 1 else ava.annotations_from_arrays(
+      parts = [ava_files.read_csv(path, class_whitelist=self.labelmap) for path in paths]
+      self._groundtruth = parts[0] if len(parts) == 1 else ava_files.annotations_from_arrays(
           video_ids=np.concatenate([part.video_id for part in parts]),
           timestamps=np.concatenate([part.timestamp for part in parts]),
           boxes_y1x1y2x2=np.concatenate([part.boxes for part in parts]),
@@ -112,9 +132,9 @@ class LocalisationTask(base.Task):
     if output_dir is not None:
       output_dir.mkdir(parents=True, exist_ok=True)
       path = output_dir / f'{self.name}_detections.csv'
-      ava.write_csv(path, detections)
+      ava_files.write_csv(path, detections)
       # Scored as written (boxes at 3 decimals, scores at 4), exactly what the CLI reads back.
-      detections = ava.read_csv(path, class_whitelist=self.labelmap, load_scores=True)
+      detections = ava_files.read_csv(path, class_whitelist=self.labelmap, load_scores=True)
     results = {protocol: ava.evaluate(groundtruth, detections, self.labelmap,
                                       excluded_keys=self.excluded_keys,
                                       train_class_counts=self._train_counts_by_id(),
@@ -182,7 +202,7 @@ class LocalisationTask(base.Task):
       row, class_index = np.nonzero(values > 0)
       scores = None
     example, box = example[row], box[row]
-    return ava.annotations_from_arrays(
+    return ava_files.annotations_from_arrays(
         video_ids=np.asarray(video_ids)[outputs['video_index'][example]],
         timestamps=outputs['timestamp'][example],
         boxes_y1x1y2x2=boxes[example, box],

@@ -28,11 +28,8 @@ import ml_collections
 from ml_collections import config_flags
 import numpy as np
 
-from vivit_cofinetune import optim
 from vivit_cofinetune import sharding
-from vivit_cofinetune import state as state_lib
-from vivit_cofinetune import tasks as tasks_lib
-from vivit_cofinetune import train
+from vivit_cofinetune import trainer_setup
 
 
 def _shard_bytes(abstract_tree) -> int:
@@ -43,21 +40,13 @@ def _shard_bytes(abstract_tree) -> int:
 
 def compile_train_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, task_name: str):
   """(compiled train step of `task_name`, its abstract state) for `mesh`, ahead of time."""
-  rules = sharding.logical_rules(config)
-  tasks = tasks_lib.make_tasks(config)
-  backbone = state_lib.make_backbone(config.model)
-  optimizer = optim.make_optimizer(config.optimizer)
-  abstract, state_shardings = state_lib.abstract_state(config, backbone, tasks, optimizer, mesh,
-                                                       rules)
-  trainable = jax.tree.map(lambda _: True, abstract.params)
-  step = train.jit_train_step(backbone, tasks[task_name], optimizer, config, trainable,
-                              state_shardings, mesh, rules)
-  batch_sharding = sharding.batch_sharding(mesh)
-  batch = {key: jax.ShapeDtypeStruct(value.shape, value.dtype, sharding=batch_sharding)
-           for key, value in tasks[task_name].train_batch_shapes(
-               config.tasks[task_name].batch_size).items()}
-  learning_rate = jax.ShapeDtypeStruct((), np.float32, sharding=sharding.replicated(mesh))
-  return step.lower(abstract, batch, learning_rate).compile(), abstract
+  setup = trainer_setup.build(config, mesh=mesh)
+  group = [(task_name, 1.0)]
+  trainable = jax.tree.map(lambda _: True, setup.abstract_state.params)
+  step = setup.train_step(group, trainable)
+  compiled = step.lower(setup.abstract_state, setup.train_batch_shapes(group),
+                        setup.abstract_learning_rates(group)).compile()
+  return compiled, setup.abstract_state
 
 
 def memory_of(compiled, abstract_state) -> dict[str, int]:

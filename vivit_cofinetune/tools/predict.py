@@ -20,6 +20,7 @@ OUTPUT.npz holds `logits` ([B, C], or [B, N, C] per box), `tokens` (the [B, t, h
 import functools
 import json
 import pathlib
+import sys
 
 from absl import app
 from absl import flags
@@ -31,7 +32,10 @@ from ml_collections import config_flags
 import numpy as np
 
 from vivit_cofinetune import checkpoint
+from vivit_cofinetune import cli
+from vivit_cofinetune import config_lib
 from vivit_cofinetune import tasks as tasks_lib
+from vivit_cofinetune.tasks import base as tasks_base
 from vivit_cofinetune.models import vivit
 
 
@@ -45,9 +49,13 @@ def _converted_description(checkpoint_dir: pathlib.Path) -> tuple[ml_collections
   if not path.is_file():
     raise PredictError(f'--checkpoint={checkpoint_dir}: no config.json there (a training '
                        'workdir?); pass --config=<the experiment config it was trained with>')
-  description = json.loads(path.read_text())
-  model = ml_collections.ConfigDict(dict(description['model'],
-                                         patch_size=tuple(description['model']['patch_size'])))
+  description = _read_json(path)
+  try:
+    model = ml_collections.ConfigDict(dict(description['model'],
+                                           patch_size=tuple(description['model']['patch_size'])))
+  except (KeyError, TypeError) as error:
+    raise PredictError(f'{path}: expected a "model" entry with a "patch_size" (as '
+                       'tools.convert_checkpoint writes), got no {error}') from error
   task_configs = {}
   for name, head in description.get('heads', {}).items():
     head = dict(head)
@@ -84,15 +92,17 @@ def _clips(clip: np.ndarray) -> np.ndarray:
   return clip
 
 
-def _boxes(boxes: np.ndarray | None, num_clips: int, kind: str, task: str) -> np.ndarray | None:
+def _boxes(boxes: np.ndarray | None, num_clips: int, head_task: tasks_base.Task
+           ) -> np.ndarray | None:
   """[N, 4] or [B, N, 4] -> float32 [B, N, 4]; None for heads that take no boxes."""
-  if kind != 'localisation':
+  task, kind = head_task.name, head_task.config.kind
+  if 'boxes' not in head_task.PREDICTION_INPUTS:
     if boxes is not None:
       raise PredictError(f'--boxes: task {task} has a {kind} head, which takes no boxes')
     return None
   if boxes is None:
-    raise PredictError(f'--boxes: task {task} has a localisation head; give boxes [N, 4] or '
-                       '[B, N, 4] (y1, x1, y2, x2 in [0, 1])')
+    raise PredictError(f'--boxes: task {task} has a {kind} head; give boxes '
+                       f'{head_task.PREDICTION_INPUTS["boxes"]}')
   boxes = np.asarray(boxes, np.float32)
   if boxes.ndim == 2:
     boxes = np.broadcast_to(boxes[None], (num_clips, *boxes.shape))
@@ -107,9 +117,20 @@ def _boxes(boxes: np.ndarray | None, num_clips: int, kind: str, task: str) -> np
 
 def _workdir_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
   """The experiment config a training run saved as WORKDIR/config.json."""
-  config = ml_collections.ConfigDict(json.loads((workdir / 'config.json').read_text()))
+  path = workdir / 'config.json'
+  config = ml_collections.ConfigDict(_read_json(path))
+  if 'model' not in config or 'tasks' not in config:
+    raise PredictError(f'{path}: expected the experiment config a training run saves (with model '
+                       'and tasks)')
   config.model.patch_size = tuple(config.model.patch_size)  # JSON has no tuples
   return config
+
+
+def _read_json(path: pathlib.Path) -> dict:
+  try:
+    return json.loads(path.read_text())
+  except (OSError, ValueError) as error:
+    raise PredictError(f'{path}: cannot read it as JSON ({error})') from error
 
 
 def load_config(checkpoint_dir: str | pathlib.Path,
@@ -161,7 +182,13 @@ class Predictor:
     self._forward = None
 
   def _load(self):
-    params = checkpoint.read_params(self.checkpoint_dir)
+    try:
+      params = checkpoint.read_params(self.checkpoint_dir)
+    except Exception as error:  # pylint: disable=broad-except
+      # orbax, tensorstore and the file system each raise their own types for a damaged checkpoint.
+      reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+      raise PredictError(f'--checkpoint={self.checkpoint_dir}: cannot read its params '
+                         f'({reason})') from error
     if self.task not in params.get('heads', {}):
       raise PredictError(f'--task={self.task}: the checkpoint has no params for this head (it has '
                          f'{sorted(params.get("heads", {}))})')
@@ -169,12 +196,8 @@ class Predictor:
 
     @jax.jit
     def forward(params, clips, batch):
-      # uint8 pixels are normalised with the task's mean/std, as the train and eval steps do.
-      tokens, pooled = backbone.apply({'params': params['backbone']},
-                                      head_task.model_input(clips), train=False)
-      logits = head_task.head.apply({'params': params['head']},
-                                    *head_task.head_args(tokens, pooled, batch), train=False)
-      return logits, tokens, pooled
+      # The train and eval steps' own forward pass (uint8 pixels normalised the same way).
+      return head_task.forward(backbone, params, dict(batch, video=clips), train=False)
 
     self._params = {'backbone': params['backbone'], 'head': params['heads'][self.task]}
     self._forward = forward
@@ -182,7 +205,7 @@ class Predictor:
   def __call__(self, clip: np.ndarray, boxes: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Outputs on clip [T, H, W, 3] or [B, T, H, W, 3] (normalised floats); see `predict`."""
     clips = _clips(clip)
-    boxes = _boxes(boxes, clips.shape[0], self.kind, self.task)
+    boxes = _boxes(boxes, clips.shape[0], self.head_task)
     batch = {} if boxes is None else {'boxes': jnp.asarray(boxes)}
     if self._forward is None:
       self._load()
@@ -197,6 +220,7 @@ class Predictor:
           'embeddings fix the frame count and crop size to those the checkpoint was made for.'
       ) from error
     outputs = {'task': self.task, 'kind': self.kind, 'logits': np.asarray(logits),
+               'probabilities': np.asarray(self.head_task.probabilities(logits)),
                'tokens': np.asarray(tokens)}
     if pooled is not None:
       outputs['pooled'] = np.asarray(pooled)
@@ -208,7 +232,8 @@ def predict(checkpoint_dir: str | pathlib.Path, clip: np.ndarray, *,
             task: str | None = None) -> dict[str, np.ndarray]:
   """Backbone and one head (train=False) on clip [T, H, W, 3] or [B, T, H, W, 3].
 
-  Returns {'task', 'kind', 'logits' [B, C] or [B, N, C], 'tokens' [B, t, h, w, D], and 'pooled'
+  Returns {'task', 'kind', 'logits' [B, C] or [B, N, C], 'probabilities' (the task's: softmax, or a
+  sigmoid per class), 'tokens' [B, t, h, w, D], and 'pooled'
   [B, D] where the backbone has one}. `config` (an experiment config) is needed for a training
   workdir without config.json; `boxes` ([N, 4] or [B, N, 4]) for a localisation head.
   """
@@ -220,12 +245,10 @@ def summary(outputs: dict, top_k: int = 3) -> str:
   logits = outputs['logits']
   shapes = ', '.join(f'{key} {list(outputs[key].shape)}' for key in ('logits', 'tokens', 'pooled')
                      if key in outputs)
-  if outputs['kind'] == 'localisation':  # independent sigmoid per class
-    first, where = logits[0, 0], 'clip 0 box 0'
-    scores = 1 / (1 + np.exp(-first))
-  else:
-    first, where = logits[0], 'clip 0'
-    scores = np.exp(first - first.max()) / np.exp(first - first.max()).sum()
+  # The first clip's (and, for a head that scores boxes, its first box's) class scores.
+  first = logits.reshape(-1, logits.shape[-1])[0]
+  where = 'clip 0' + ' box 0' * (logits.ndim == 3)
+  scores = np.asarray(outputs['probabilities']).reshape(-1, logits.shape[-1])[0]
   top = np.argsort(-first)[:top_k]
   classes = ', '.join(f'{index} ({float(scores[index]):.3f})' for index in top)
   return f'{outputs["task"]} ({outputs["kind"]}): {shapes}; top classes of {where}: {classes}'
@@ -259,18 +282,40 @@ def _define_flags() -> dict:
   )
 
 
+def _output_path(output: str) -> pathlib.Path:
+  """--output, checked before any work: its folder must exist (nothing is created silently)."""
+  path = pathlib.Path(output)
+  if path.is_dir():
+    raise PredictError(f'--output={output}: is a directory; expected a .npz file name')
+  if not path.parent.is_dir():
+    raise PredictError(f'--output={output}: folder {path.parent} does not exist; create it or '
+                       'choose another')
+  return path
+
+
 def main(argv, flag_values: dict):
+  """Runs the tool; every error it can name ends the process with one `predict:` line."""
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments {argv[1:]}')
   value = {name: holder.value for name, holder in flag_values.items()}
-  outputs = predict(value['checkpoint'], _load_npy(value['clip'], 'clip'), config=value['config'],
-                    boxes=_load_npy(value['boxes'], 'boxes'), task=value['task'])
-  np.savez(value['output'], **{key: array for key, array in outputs.items()
-                               if isinstance(array, np.ndarray)})
+  try:
+    output = _output_path(value['output'])
+    outputs = predict(value['checkpoint'], _load_npy(value['clip'], 'clip'),
+                      config=value['config'], boxes=_load_npy(value['boxes'], 'boxes'),
+                      task=value['task'])
+    try:
+      np.savez(output, **{key: array for key, array in outputs.items()
+                          if isinstance(array, np.ndarray)})
+    except OSError as error:
+      raise PredictError(f'--output={output}: cannot write it ({error.strerror or error})'
+                         ) from error
+  except (PredictError, config_lib.ConfigError) as error:
+    sys.exit(f'predict: {error}')
   print(summary(outputs))
 
 
 if __name__ == '__main__':
   _FLAGS = _define_flags()
   flags.mark_flags_as_required(['checkpoint', 'clip', 'output'])
-  app.run(functools.partial(main, flag_values=_FLAGS))
+  app.run(functools.partial(main, flag_values=_FLAGS),
+          flags_parser=functools.partial(cli.parse_flags, config_flag=_FLAGS['config']))

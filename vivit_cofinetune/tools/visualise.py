@@ -14,7 +14,7 @@ the AVA detector format `video_id,timestamp,x1,y1,x2,y2,,score` (coordinates in 
 timestamps the whole seconds of the keyframes in the file's timeline). Each keyframe's clip is built
 as localisation evaluation builds it: num_frames frames every frame_stride-th at --fps (default: the
 training dataset's frame rate), the keyframe in the middle (frame num_frames // 2), clamped at the
-ends of the video, whole frames letterboxed (data/pipeline.eval_frames), the boxes placed on them.
+ends of the video, whole frames letterboxed (tasks/localisation_examples.eval_frames), the boxes placed on them.
 Boxes scoring under --min_score (default: the task's detector_score_threshold) are dropped, as in
 evaluation. Writes OUTPUT/<video_id>_detections.csv, the official AVA detections format (one row per
 box and class, the sigmoid of the head's logits, the training task's class ids).
@@ -56,11 +56,15 @@ from vivit_cofinetune.data import pipeline
 from vivit_cofinetune.data import video_ops
 from vivit_cofinetune.data.builders import ava as ava_builders
 from vivit_cofinetune.data.builders import video_io
-from vivit_cofinetune.metrics import ava
+from vivit_cofinetune.metrics import ava_files
+from vivit_cofinetune.tasks import base as tasks_base
+from vivit_cofinetune.tasks import localisation_examples
 from vivit_cofinetune.tools import predict
 
 # AVA's frame rate, for a dataset that states none (the synthetic sets render their frames).
 DEFAULT_FPS = 30.0
+# Kinds the tool draws (each with a video report registered in tasks/), in the order --task's
+# default looks for them.
 MODES = ('localisation', 'classification')
 TOP_K = 5
 # A keyframe's predictions are drawn on the frames within this many seconds of it.
@@ -91,7 +95,7 @@ class ClipSampling:
 
 
 def choose_task(task: str | None, mode: str | None, task_configs: dict, source: str) -> str:
-  """--task, else the first task of --mode's kind, else localisation, else classification."""
+  """--task, else the first task of --mode's kind, else of the first kind of MODES."""
   if task is not None:
     if task not in task_configs:
       raise VisualiseError(f'--task={task}: unknown task; {source} has {sorted(task_configs)}')
@@ -257,7 +261,7 @@ def _check_keyframes(seconds: Sequence[int], video: DecodedFrames, path: str) ->
 
 def _letterboxed(inputs: ml_collections.ConfigDict) -> Callable[[np.ndarray], np.ndarray]:
   def prepare(frame):
-    video, _ = pipeline.eval_frames(
+    video, _ = localisation_examples.eval_frames(
         tf.constant(frame[None]), crop_size=int(inputs.crop_size),
         mean=tuple(inputs.get('mean', pipeline.INPUT_DEFAULTS['mean'])),
         eval_resize=inputs.get('eval_resize', pipeline.INPUT_DEFAULTS['eval_resize']))
@@ -267,7 +271,7 @@ def _letterboxed(inputs: ml_collections.ConfigDict) -> Callable[[np.ndarray], np
 
 def _placement(inputs: ml_collections.ConfigDict, height: int, width: int) -> np.ndarray:
   """Where eval_frames puts a height x width picture on the model input: (y0, x0, h, w), [0, 1]."""
-  _, placement = pipeline.eval_frames(
+  _, placement = localisation_examples.eval_frames(
       tf.zeros([1, height, width, 3], tf.uint8), crop_size=int(inputs.crop_size),
       mean=tuple(inputs.get('mean', pipeline.INPUT_DEFAULTS['mean'])),
       eval_resize=inputs.get('eval_resize', pipeline.INPUT_DEFAULTS['eval_resize']))
@@ -312,7 +316,7 @@ class Overlay:
 def localise(predictor: predict.Predictor, inputs: ml_collections.ConfigDict, video_path: str,
              keyframes: dict[int, tuple[np.ndarray, np.ndarray]], sampling: ClipSampling,
              batch_size: int, class_names: Sequence[str], class_ids: Sequence[int], video_id: str
-             ) -> tuple[ava.Annotations, dict[int, Overlay], DecodedFrames]:
+             ) -> tuple[ava_files.Annotations, dict[int, Overlay], DecodedFrames]:
   """Scores every (box, class) of every keyframe: AVA detections and what to draw per keyframe."""
   seconds = sorted(keyframes)
   times = np.concatenate([sampling.times(second) for second in seconds])
@@ -341,7 +345,7 @@ def localise(predictor: predict.Predictor, inputs: ml_collections.ConfigDict, vi
     top = np.argsort(-box_scores, axis=-1, kind='stable')[:, :3]
     overlays[second] = Overlay(boxes, ['\n'.join(f'{class_names[c][:16]} {s[c]:.2f}' for c in best)
                                        for best, s in zip(top, box_scores)])
-  detections = ava.annotations_from_arrays(
+  detections = ava_files.annotations_from_arrays(
       video_ids=np.full(sum(map(len, rows['labels'])), video_id),
       timestamps=np.concatenate(rows['timestamps']), boxes_y1x1y2x2=np.concatenate(rows['boxes']),
       labels=np.concatenate(rows['labels']), scores=np.concatenate(rows['scores']))
@@ -373,6 +377,60 @@ def classify(predictor: predict.Predictor, inputs: ml_collections.ConfigDict, vi
     overlays[second] = Overlay(np.array([[0.0, 0.0, 1.0, 1.0]]), ['\n'.join(
         f'{class_names[c][:16]} {scores[c]:.2f}' for c in top)])
   return rows, overlays, video
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportRequest:
+  """What a kind's video report gets: the model, its task, the clip settings and the tool's flags."""
+  predictor: predict.Predictor
+  task: tasks_base.Task
+  inputs: ml_collections.ConfigDict
+  video_path: str
+  video_id: str
+  sampling: ClipSampling
+  batch_size: int
+  boxes_path: str | None
+  min_score: float | None
+  output: pathlib.Path
+
+
+def localisation_report(request: ReportRequest):
+  """Localisation's video report: the person boxes of --boxes scored for every class; returns
+  (the detections CSV, what it holds, the overlays by second, the decoded video)."""
+  task, inputs = request.task, request.inputs
+  if request.boxes_path is None:
+    raise VisualiseError(f'--boxes: task {task.name} localises; give a CSV of person boxes '
+                         '(video_id,timestamp,x1,y1,x2,y2,,score)')
+  threshold = inputs.get('detector_score_threshold',
+                         pipeline.INPUT_DEFAULTS['detector_score_threshold'])
+  keyframes = read_person_boxes(request.boxes_path, request.video_id)
+  keyframes = _confident(keyframes, threshold if request.min_score is None else request.min_score,
+                         request.boxes_path)
+  detections, overlays, video = localise(request.predictor, inputs, request.video_path, keyframes,
+                                         request.sampling, request.batch_size, task.class_names,
+                                         task.class_ids, request.video_id)
+  csv_path = request.output / f'{request.video_id}_detections.csv'
+  ava_files.write_csv(str(csv_path), detections)
+  what = (f'{len(detections)} detections ({len(keyframes)} keyframes x boxes x '
+          f'{task.num_classes} classes)')
+  return csv_path, what, overlays, video
+
+
+def classification_report(request: ReportRequest):
+  """Classification's video report: the top classes of a clip at every second; returns (the top-k
+  CSV, what it holds, the overlays by second, the decoded video)."""
+  if request.boxes_path is not None:
+    raise VisualiseError(f'--boxes: task {request.task.name} is a classification task, which '
+                         'takes no boxes')
+  rows, overlays, video = classify(request.predictor, request.inputs, request.video_path,
+                                   request.sampling, request.batch_size, request.task.class_names,
+                                   request.video_id)
+  csv_path = request.output / f'{request.video_id}_top{TOP_K}.csv'
+  with open(csv_path, 'w', newline='') as file:
+    writer = csv.writer(file)
+    writer.writerow(['video_id', 'timestamp', 'rank', 'class_index', 'class_name', 'score'])
+    writer.writerows(rows)
+  return csv_path, f'top-{TOP_K} of {len(overlays)} clips', overlays, video
 
 
 # ---------------------------------------------------------------------------------- drawing ---
@@ -445,36 +503,17 @@ def visualise(checkpoint_dir: str, video_path: str, output_dir: str, *,
   if names is None:
     logging.warning('Task %s: its dataset is not prepared under config.data_dir, so the captions '
                     'show class indices, not names.', task)
-  task_object = tasks_lib.make_task(task, predictor.task_config, class_names=names, class_ids=ids)
+  task_object = tasks_lib.make_task(task, predictor.task_config, tasks_base.DatasetInfo(
+      num_classes=predictor.task_config.num_classes, class_names=names, num_train_examples=0,
+      train_class_counts=None, class_ids=ids) if names else None)
   video_id = pathlib.Path(video_path).stem
   output = pathlib.Path(output_dir)
   output.mkdir(parents=True, exist_ok=True)
-  if predictor.kind == 'localisation':
-    if boxes_path is None:
-      raise VisualiseError(f'--boxes: task {task} localises; give a CSV of person boxes '
-                           '(video_id,timestamp,x1,y1,x2,y2,,score)')
-    threshold = inputs.get('detector_score_threshold',
-                           pipeline.INPUT_DEFAULTS['detector_score_threshold'])
-    keyframes = read_person_boxes(boxes_path, video_id)
-    keyframes = _confident(keyframes, threshold if min_score is None else min_score, boxes_path)
-    detections, overlays, video = localise(predictor, inputs, video_path, keyframes, sampling,
-                                           batch_size, task_object.class_names,
-                                           task_object.class_ids, video_id)
-    csv_path = output / f'{video_id}_detections.csv'
-    ava.write_csv(str(csv_path), detections)
-    what = (f'{len(detections)} detections ({len(keyframes)} keyframes x boxes x '
-            f'{task_object.num_classes} classes)')
-  else:
-    if boxes_path is not None:
-      raise VisualiseError(f'--boxes: task {task} is a classification task, which takes no boxes')
-    rows, overlays, video = classify(predictor, inputs, video_path, sampling, batch_size,
-                                     task_object.class_names, video_id)
-    csv_path = output / f'{video_id}_top{TOP_K}.csv'
-    with open(csv_path, 'w', newline='') as file:
-      writer = csv.writer(file)
-      writer.writerow(['video_id', 'timestamp', 'rank', 'class_index', 'class_name', 'score'])
-      writer.writerows(rows)
-    what = f'top-{TOP_K} of {len(overlays)} clips'
+  request = ReportRequest(predictor=predictor, task=task_object, inputs=inputs,
+                          video_path=video_path, video_id=video_id, sampling=sampling,
+                          batch_size=batch_size, boxes_path=boxes_path, min_score=min_score,
+                          output=output)
+  csv_path, what, overlays, video = tasks_lib.video_report_for(predictor.kind)(request)
   video_out = output / f'{video_id}_{task}_annotated.mp4'
   frames, height, width = write_annotated_video(video_path, str(video_out), overlays, video.rate)
   summary = (f'{task} ({predictor.kind}) at {fps:g} fps: {what} -> {csv_path}; {frames} frames '

@@ -26,6 +26,7 @@ class _Kinetics(video_builder.ClipClassificationBuilder, skip_registration=True)
   """Kinetics clips of 10 s from YouTube, one human action class each."""
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'First release: clips as JPEG frames.'}
+  ANNOTATION_PATTERNS = ('annotations/*.csv',)
   BUILDER_CONFIGS = video_builder.clip_configs(fps=25)
   HOMEPAGE = 'https://github.com/cvdfoundation/kinetics-dataset'
   MANUAL_DOWNLOAD_INSTRUCTIONS = (

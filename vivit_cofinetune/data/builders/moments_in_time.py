@@ -21,6 +21,7 @@ class MomentsInTime(video_builder.ClipClassificationBuilder):
   name = 'moments_in_time'
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'First release: clips as JPEG frames.'}
+  ANNOTATION_PATTERNS = ('moments_categories.txt', '*Set.csv')
   BUILDER_CONFIGS = video_builder.clip_configs(fps=25)
   HOMEPAGE = 'http://moments.csail.mit.edu/'
   MANUAL_DOWNLOAD_INSTRUCTIONS = (

@@ -36,6 +36,7 @@ class Ssv2(video_builder.ClipClassificationBuilder):
   name = 'ssv2'
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'First release: clips as JPEG frames.'}
+  ANNOTATION_PATTERNS = ('labels/*.json',)
   BUILDER_CONFIGS = video_builder.clip_configs(fps=12)
   HOMEPAGE = 'https://developer.qualcomm.com/software/ai-datasets/something-something'
   MANUAL_DOWNLOAD_INSTRUCTIONS = (

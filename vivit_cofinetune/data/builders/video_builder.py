@@ -9,12 +9,16 @@ Videos are decoded on a pool of threads (PyAV and Pillow release the GIL while t
 so a rebuild writes the same records. A missing, truncated or undecodable video is skipped, printed
 and listed with its reason in `skipped.csv` next to `dataset_info.json`; when more than
 `max_skipped_fraction` of a split's videos are bad the build fails with that list.
+
+The metadata keeps a fingerprint (SHA-256) of each annotation file the build read
+(`annotation_fingerprints`), so `prepare` can tell that a release changed after it was prepared.
 """
 from collections.abc import Callable, Iterable, Iterator
 import collections
 import concurrent.futures
 import csv
 import dataclasses
+import hashlib
 import io
 import os
 from typing import Any
@@ -62,6 +66,9 @@ class VideoBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     max_skipped_fraction: bad videos a split may lose before the build fails (default 0.1).
   """
   url_infos = None  # nothing to download; the release is read from --manual_dir
+  # Globs below --manual_dir of the files that define the examples (not the videos): what
+  # `annotation_fingerprints` hashes.
+  ANNOTATION_PATTERNS: tuple[str, ...] = ()
 
   def __init__(self, *, num_workers: int | None = None, max_skipped_fraction: float = 0.1,
                **kwargs):
@@ -83,8 +90,16 @@ class VideoBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     del split, examples
     return {}
 
+  def annotation_fingerprints(self, manual_dir: epath.Path) -> dict[str, str]:
+    """SHA-256 of each annotation file of the release, by path relative to `manual_dir`."""
+    paths = sorted({path for pattern in self.ANNOTATION_PATTERNS for path in manual_dir.glob(pattern)
+                    if path.is_file()})
+    return {os.path.relpath(path, manual_dir): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in paths}
+
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     manual_dir = epath.Path(dl_manager.manual_dir)
+    self.info.metadata['annotation_fingerprints'] = self.annotation_fingerprints(manual_dir)
     return {split: self._generate_examples(split, self._work_items(manual_dir, split))
             for split in self._split_names(manual_dir)}
 
@@ -196,7 +211,9 @@ class Clip:
   """A classification clip of a release: its id, file (None if the release lacks it) and class."""
   clip_id: str
   path: str | None
-  label: int  # -1 where the release gives no label (Kinetics' test split)
+  # The class index, -1 where the release gives no label (Kinetics' test split); a multi-hot bool
+  # array [C] for multi-label sets.
+  label: int | np.ndarray
 
 
 class ClipClassificationBuilder(VideoBuilder, skip_registration=True):
@@ -218,11 +235,15 @@ class ClipClassificationBuilder(VideoBuilder, skip_registration=True):
     return self.dataset_info_from_configs(
         features=tfds.features.FeaturesDict({
             'video': self._frames_feature(),
-            'label': np.int64,
+            'label': self._label_feature(),
             'video_id': tfds.features.Text(),
         }),
         metadata=tfds.core.MetadataDict(mirror_symmetric=self.MIRROR_SYMMETRIC),
         homepage=self.HOMEPAGE, disable_shuffling=True)
+
+  def _label_feature(self) -> Any:
+    """A class index; multi-label sets override it with a multi-hot bool Tensor [C]."""
+    return np.int64
 
   def _work_items(self, manual_dir: epath.Path, split: str) -> list[WorkItem]:
     names = self._class_names(manual_dir)
@@ -241,7 +262,8 @@ class ClipClassificationBuilder(VideoBuilder, skip_registration=True):
     return [dict(video=frames, label=clip.label, video_id=clip.clip_id)]
 
   def _split_stats(self, split: str, examples: list[dict[str, Any]]) -> dict[str, Any]:
-    labels = [example['label'] for example in examples if example['label'] >= 0]
+    labels = [label for label in (example['label'] for example in examples)
+              if np.ndim(label) or label >= 0]
     stats = dict(num_examples=len(examples),
                  class_counts=class_counts(labels, len(self.info.metadata['class_names'])))
     if split != 'train':  # evaluation names its videos; training never needs the (long) list

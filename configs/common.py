@@ -1,24 +1,25 @@
-"""What the paper's configs (configs/ava_*cofinetune.py) share: its datasets as tasks, its schedules,
-the ImageNet-21k initialisation, and the `local` and `synthetic` variants.
+"""What the paper's configs (configs/ava*_cofinetune.py) share: its datasets as tasks, its schedules,
+its trainer settings, the ImageNet-21k initialisation, and the variants every paper config takes.
 
-Values marked "reconstructed" follow the authors' ViViT / PolyViT / Scenic practice, not a quote of
-the paper; each is a config field, so a run can change it.
+A paper config is its docstring and its task set: `get_config(arg)` returns
+`paper_config(arg, tasks)`. Values marked "reconstructed" follow the authors' ViViT / PolyViT / Scenic
+practice, not a quote of the paper; each is a config field, so a run can change it.
 """
+from collections.abc import Mapping
 import os
 
 import ml_collections
 
 from vivit_cofinetune.config_lib import ConfigError
+from vivit_cofinetune.config_lib import config_args
 from vivit_cofinetune.config_lib import input_config
 from vivit_cofinetune.config_lib import task_config
-from vivit_cofinetune.data.builders import synthetic
 from vivit_cofinetune.models import pretrained
 from vivit_cofinetune.models.vivit import vivit_config
 
-AVA_NUM_CLASSES = 80  # trained on all 80 classes; evaluated on the official 60 below
-# ava_action_list_v2.2_for_activitynet_2019.pbtxt: the classes of the official frame-mAP.
-AVA_EVAL_CLASS_IDS = (1, *range(3, 16), 17, 20, 22, 24, *range(26, 31), 34, 36, 37, 38, 41, 43,
-                      *range(45, 50), 51, 52, 54, *range(56, 71), 72, 73, 74, *range(76, 81))
+# Trained on all 80 classes; evaluated on the 60 of the official frame-mAP, which the prepared
+# dataset records (ava_action_list_v2.2_for_activitynet_2019.pbtxt, read by the AVA builder).
+AVA_NUM_CLASSES = 80
 # The upstream classification sets: dataset name -> classes.
 NUM_CLASSES = {'kinetics700': 700, 'moments_in_time': 339, 'ssv2': 174}
 
@@ -53,13 +54,55 @@ def model(size: str, init: str = 'imagenet21k') -> ml_collections.ConfigDict:
   return config
 
 
-def ava_task(dataset: str = 'ava_v2_2', *, transfer_steps: int) -> ml_collections.ConfigDict:
-  """AVA localisation on `dataset` ('ava_v2_2', or 'ava_v2_2+ava_kinetics': the AVA-Kinetics set)."""
+def paper_config(arg: str, tasks: Mapping[str, ml_collections.ConfigDict]
+                 ) -> ml_collections.ConfigDict:
+  """The paper's experiment on `tasks` (the AVA task named 'ava'), in the variant `arg` names.
+
+  Variants (`:a=1,b=2`):
+    size=B|L             the backbone (default L).
+    transfer=True        the transfer-learning baseline: the upstream sets (mixed by `sampling`),
+                         then AVA, same steps per task.
+    then_finetune=True   co-finetunes, then finetunes on AVA alone for finetune_steps (10,000).
+    sampling=steps|size|uniform|mixed   which task each step trains (data/mixture.py): each
+                         dataset's steps of the transfer schedule (default, the paper's),
+                         proportional to training-set size, or equal steps; 'mixed' trains every
+                         task at every step (mixed batches, losses summed) for the steps per task.
+    init=imagenet21k|NAME|PATH|none   the backbone's start (see `init_from`; NAME one of
+                         models/pretrained.STARTING_POINTS).
+    local=True           tiny model, 8x64x64 clips, batch 2, 10 steps per task, no init: a CPU run
+                         on the same datasets.
+    synthetic=True       like local, on the built-in synthetic datasets: runs with no data at all.
+  """
+  arg = config_args(arg, size='L', transfer=False, then_finetune=False, sampling='steps',
+                    finetune_steps=FINETUNE_STEPS, init='imagenet21k', local=False,
+                    synthetic=False)
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.data_dir = os.path.expanduser('~/tensorflow_datasets')
+  config.model = model(arg.size, arg.init)
+  config.tasks = dict(tasks)
+  config.schedule = dict(phases=phases(
+      config.tasks, transfer=arg.transfer, then_finetune=arg.then_finetune, sampling=arg.sampling,
+      finetune_steps=arg.finetune_steps))
+  trainer_settings(config)
+  config.init_from = init_from(arg.init, arg.size, local=arg.local or arg.synthetic)
+  if arg.local or arg.synthetic:
+    shrink_for_local_run(config)
+  if arg.synthetic:
+    use_synthetic_datasets(config)
+  return config
+
+
+def ava_task(dataset: str = 'ava_v2_2', *, transfer_steps: int | None = None
+             ) -> ml_collections.ConfigDict:
+  """AVA localisation on `dataset` ('ava_v2_2', or 'ava_v2_2+ava_kinetics': the AVA-Kinetics set),
+  trained for `transfer_steps` in the transfer schedule (default: TRANSFER_STEPS[dataset])."""
   return task_config(
       'localisation', dataset, num_classes=AVA_NUM_CLASSES, batch_size=64,
       input=input_config(num_frames=32, crop_size=224, frame_stride=2, min_crop_area=0.3,
                          detector_score_threshold=0.8, eval_resize='letterbox'),
-      transfer_steps=transfer_steps, max_boxes=16, eval_class_ids=AVA_EVAL_CLASS_IDS,
+      transfer_steps=TRANSFER_STEPS[dataset] if transfer_steps is None else transfer_steps,
+      max_boxes=16,
       # '' = the official exclusions stored with the prepared dataset.
       exclusions='',
       # The official AVA evaluator; 'both' adds PySlowFast's (mAP_slowfast).
@@ -71,12 +114,15 @@ def ava_task(dataset: str = 'ava_v2_2', *, transfer_steps: int) -> ml_collection
       head=dict(roi_size=7, sampling_ratio=2, dropout_rate=0.3))
 
 
-def classification_task(dataset: str, *, transfer_steps: int) -> ml_collections.ConfigDict:
-  """Kinetics-700, Moments in Time or SSv2 clip classification, 4 clips x 3 crops in evaluation."""
+def classification_task(dataset: str, *, transfer_steps: int | None = None
+                        ) -> ml_collections.ConfigDict:
+  """Kinetics-700, Moments in Time or SSv2 clip classification, 4 clips x 3 crops in evaluation,
+  trained for `transfer_steps` in the transfer schedule (default: TRANSFER_STEPS[dataset])."""
   clips = input_config(num_frames=32, crop_size=224, frame_stride=2, min_crop_area=0.3,
                        num_test_clips=4, num_test_crops=3)
+  steps = TRANSFER_STEPS[dataset] if transfer_steps is None else transfer_steps
   return task_config('classification', dataset, num_classes=NUM_CLASSES[dataset], batch_size=64,
-                     input=clips, transfer_steps=transfer_steps, label_smoothing=0.1,
+                     input=clips, transfer_steps=steps, label_smoothing=0.1,
                      head=dict(pooling='token', dropout_rate=0.0))
 
 
@@ -164,16 +210,20 @@ def use_synthetic_datasets(config: ml_collections.ConfigDict) -> None:
   """Swaps every task's dataset for the built-in synthetic one of its kind (rendered into data_dir on
   first use, nothing to download), with a model sized for its 40x40 frames; after
   shrink_for_local_run."""
+  # Imported here, not at the top: the benches import this module where TFDS is absent.
+  from vivit_cofinetune.data.builders import synthetic  # pylint: disable=g-import-not-at-top
   config.model = vivit_config('Ti/8x2', hidden_size=64, num_layers=2, mlp_dim=128, num_heads=4)
+  # Kind -> (dataset, classes, the task fields that dataset needs).
+  synthetic_datasets = {
+      'localisation': ('synthetic_actions_loc', synthetic.LOC_CLASS_NAMES,
+                       dict(max_boxes=4)),  # 1-3 actors per clip
+      'classification': ('synthetic_actions_cls', synthetic.CLS_CLASS_NAMES, {}),
+  }
   for task in config.tasks.values():
-    if task.kind == 'localisation':
-      task.dataset.name = 'synthetic_actions_loc'
-      task.num_classes = len(synthetic.LOC_CLASS_NAMES)
-      task.eval_class_ids = ()  # every class
-      task.max_boxes = 4  # 1-3 actors per clip
-    else:
-      task.dataset.name = 'synthetic_actions_cls'
-      task.num_classes = len(synthetic.CLS_CLASS_NAMES)
+    dataset, classes, fields = synthetic_datasets[task.kind]
+    task.dataset.name = dataset
+    task.num_classes = len(classes)
+    task.update(fields)
     task.input.crop_size = 32
     task.input.num_test_clips = task.input.num_test_crops = 1
     task.eval_batch_size = 16

@@ -1,9 +1,10 @@
-"""Which task each training step trains: the co-finetuning schedule.
+"""The training schedule: which task each step trains, and the learning rate of every part at it.
 
-A phase of N steps with task weights w_t becomes a multiset holding N * w_t / sum(w) copies of each
+Tasks of a step. A phase of N steps with task weights w_t becomes a multiset holding N * w_t / sum(w) copies of each
 task, rounded down and the remaining steps given to the largest remainders (so the counts add up to
-N), shuffled with a seed derived from (seed, phase index). With 'steps' weights this is the paper's recipe: each dataset gets exactly the
-number of steps it would get in the transfer-learning schedule, in a random order. The task of step s
+N), shuffled with a seed derived from (seed, phase index). With 'steps' weights this is the paper's
+recipe: each dataset gets exactly the number of steps it would get in the transfer-learning schedule,
+in a random order. The task of step s
 is therefore a pure function of (seed, phase, s), and a restarted run sees the same tasks.
 
 Sampling strategies, as mixture weights: 'steps' (the task's transfer-learning steps; the default of
@@ -14,9 +15,17 @@ number.
 Mixed batches: a phase with `mixed_batches=True` trains every task of its mixture at every step,
 each on a batch of its own batch_size, and minimises the weighted sum of their losses; the weights
 (resolved as above) are scaled to sum to the number of tasks, so equal weights sum the losses.
+
+Learning rates. Linear warm-up then cosine decay (`learning_rate_at`), per phase or over the run.
+A task's `learning_rate_factor` scales the learning rate of everything its loss trains: its head, and
+the shared backbone in proportion to the task's share of the step's loss weight. A step of one task
+therefore trains backbone and head at rate * factor; a mixed step trains each head at rate * its
+task's factor and the backbone at rate * (the loss-weighted mean of the factors).
 """
 from collections.abc import Mapping, Sequence
 import dataclasses
+import math
+from typing import Any
 
 import numpy as np
 
@@ -112,3 +121,74 @@ def task_schedule(phases: Sequence[Mapping], *, seed: int,
     start += phase['steps']
   return TaskSchedule(task_names, tuple(groups), np.concatenate(group_ids).astype(np.int32),
                       tuple(phase_starts))
+
+
+def learning_rate_at(step: int, *, phases: Sequence[Mapping], schedule: TaskSchedule,
+                     config: Any) -> float:
+  """Linear warm-up then cosine decay, restarted at the start of every phase or spanning the run.
+
+  `config` is config.optimizer. With `schedule_span='phase'` (the default) every phase has its own
+  warm-up and cosine, and may override `base_learning_rate` and `warmup_steps`; the cosine decays to
+  `end_learning_rate_factor * base` at the end of the phase. With 'run' one warm-up and cosine span
+  all phases, so a later phase continues the decay where the one before left it (config_lib rejects
+  per-phase overrides there).
+  """
+  base, warmup = config.get('base_learning_rate'), config.get('warmup_steps', 0)
+  if config.get('schedule_span', 'phase') == 'run':
+    step_in_span, span_steps = step, schedule.num_steps
+  else:
+    phase_index = schedule.phase_of_step(step)
+    phase = phases[phase_index]
+    base = phase.get('base_learning_rate', base)
+    warmup = phase.get('warmup_steps', warmup)
+    step_in_span, span_steps = step - schedule.phase_starts[phase_index], phase['steps']
+  end_factor = config.get('end_learning_rate_factor', 0.0)
+  if step_in_span < warmup:
+    return base * (step_in_span + 1) / warmup
+  progress = (step_in_span - warmup) / max(1, span_steps - warmup)
+  cosine = 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+  return base * (end_factor + (1.0 - end_factor) * cosine)
+
+
+def part_learning_rates(rate: float, group: Sequence[tuple[str, float]],
+                        factors: Mapping[str, float]) -> dict[str, Any]:
+  """{'backbone': rate, 'heads': {task: rate}} of a step training `group` ((task, loss weight), ...)
+  at schedule rate `rate`, with each task's learning_rate_factor (see the module docstring)."""
+  total_weight = sum(weight for _, weight in group)
+  backbone_factor = sum(weight * factors[name] for name, weight in group) / total_weight
+  return {'backbone': np.float32(rate * backbone_factor),
+          'heads': {name: np.float32(rate * factors[name]) for name, _ in group}}
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+  """A run's schedule: the tasks of each step and the learning rate of each part at it."""
+  tasks: TaskSchedule
+  phases: Sequence[Mapping]
+  optimizer: Any  # config.optimizer
+  learning_rate_factors: Mapping[str, float]
+
+  @property
+  def num_steps(self) -> int:
+    return self.tasks.num_steps
+
+  def learning_rate(self, step: int) -> float:
+    """The schedule's rate at `step`, before any task's factor (what TensorBoard plots)."""
+    return learning_rate_at(step, phases=self.phases, schedule=self.tasks, config=self.optimizer)
+
+  def learning_rates(self, step: int) -> dict[str, Any]:
+    """The rates the step's update uses: {'backbone': float32, 'heads': {task: float32}}."""
+    group = self.tasks.groups[self.tasks.group_ids[step]]
+    return part_learning_rates(self.learning_rate(step), group, self.learning_rate_factors)
+
+
+def make_schedule(config: Any, train_sizes: Mapping[str, int] | None = None) -> Schedule:
+  """The schedule of `config` (train_sizes: training examples per task, for 'size' weights)."""
+  tasks = task_schedule(
+      config.schedule.phases, seed=config.seed,
+      transfer_steps={name: task.get('transfer_steps', 0) for name, task in config.tasks.items()},
+      train_sizes=train_sizes)
+  factors = {name: float(task.get('learning_rate_factor', 1.0))
+             for name, task in config.tasks.items()}
+  return Schedule(tasks=tasks, phases=config.schedule.phases, optimizer=config.optimizer,
+                  learning_rate_factors=factors)

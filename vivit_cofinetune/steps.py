@@ -1,0 +1,110 @@
+"""The compiled train and eval steps (no TensorFlow, no writers: benches and tools import them).
+
+A train step trains a group of tasks, ((task, loss weight), ...): one task in most steps, every task
+of a mixed-batch phase (schedule.py). Its batch is {task name: that task's batch}; its loss the
+weighted sum of the tasks' losses, clipped as one gradient; the backbone and each head of the group
+are updated with their own optimizer state at the learning rates schedule.part_learning_rates gives.
+A task whose `trains_backbone` is False trains its head on the backbone's features without sending
+its gradient into the backbone; a step whose tasks all are so leaves the backbone and its optimizer
+state exactly as they were.
+"""
+from collections.abc import Mapping, Sequence
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from vivit_cofinetune import optim
+from vivit_cofinetune import sharding
+from vivit_cofinetune.tasks import base
+
+Group = Sequence[tuple[base.Task, float]]
+
+
+def task_params(params: Mapping[str, Any], task: base.Task) -> dict[str, Any]:
+  """The params one task's forward pass reads: {'backbone', 'head'}."""
+  return {'backbone': params['backbone'], 'head': params['heads'][task.name]}
+
+
+def make_train_step(backbone: nn.Module, group: Group, optimizer: optax.GradientTransformation,
+                    trainable: Mapping[str, Any], *, seed: int,
+                    grad_clip_norm: float | None) -> Callable:
+  """(state, {task: batch}, learning rates) -> (state, {task: metrics}) for the tasks of `group`.
+
+  `trainable` is the params' tree of bools (False: frozen by config.init_from.freeze).
+  """
+  names = [task.name for task, _ in group]
+  trains_backbone = any(task.trains_backbone for task, _ in group)
+
+  def train_step(state, batches, learning_rates):
+    rng = jax.random.fold_in(jax.random.key(seed), state.step)
+
+    def loss_fn(params):
+      total, metrics = 0.0, {}
+      for index, (task, weight) in enumerate(group):
+        # One dropout stream per task of the step; a single-task step keeps the step's stream.
+        task_rng = jax.random.fold_in(rng, index) if len(group) > 1 else rng
+        logits = task.forward(backbone, task_params(params, task), batches[task.name], train=True,
+                              rng=task_rng).logits
+        loss, metrics[task.name] = task.loss_and_metrics(logits, batches[task.name])
+        total = total + weight * loss
+      return total, metrics
+
+    params = {'backbone': state.params['backbone'],
+              'heads': {name: state.params['heads'][name] for name in names}}
+    mask = {'backbone': trainable['backbone'],
+            'heads': {name: trainable['heads'][name] for name in names}}
+    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    grads = jax.tree.map(lambda g, m: g if m else jnp.zeros_like(g), grads, mask)
+    grads, grad_norm = optim.clip_by_global_norm(grads, grad_clip_norm)
+
+    def update(part_params, part_grads, part_opt_state, part_mask, part_learning_rate):
+      part_opt_state = optim.set_learning_rate(part_opt_state, part_learning_rate)
+      updates, part_opt_state = optimizer.update(part_grads, part_opt_state, part_params)
+      new_params = jax.tree.map(lambda p, u, m: p + u if m else p, part_params, updates, part_mask)
+      return new_params, part_opt_state
+
+    backbone_params, backbone_opt = state.params['backbone'], state.opt_state['backbone']
+    if trains_backbone:
+      backbone_params, backbone_opt = update(backbone_params, grads['backbone'], backbone_opt,
+                                             mask['backbone'], learning_rates['backbone'])
+    heads, head_opts = dict(state.params['heads']), dict(state.opt_state['heads'])
+    for name in names:
+      heads[name], head_opts[name] = update(params['heads'][name], grads['heads'][name],
+                                            state.opt_state['heads'][name], mask['heads'][name],
+                                            learning_rates['heads'][name])
+    new_state = state.replace(step=state.step + 1,
+                              params={'backbone': backbone_params, 'heads': heads},
+                              opt_state={'backbone': backbone_opt, 'heads': head_opts})
+    return new_state, {name: dict(metrics[name], grad_norm=grad_norm) for name in names}
+
+  return train_step
+
+
+def jit_train_step(train_step: Callable, state_shardings: Any, mesh: jax.sharding.Mesh,
+                   rules: Any) -> Callable:
+  """The train step jitted with explicit shardings, the state donated, and traced with the mesh and
+  logical rules in context (so the model's activation constraints apply)."""
+  replicated = sharding.replicated(mesh)
+  return sharding.jit(train_step, mesh, rules,
+                      in_shardings=(state_shardings, sharding.batch_sharding(mesh), replicated),
+                      out_shardings=(state_shardings, replicated), donate_argnums=0)
+
+
+def make_eval_step(backbone: nn.Module, task: base.Task) -> Callable:
+  """(params, batch) -> the task's per-example eval outputs."""
+
+  def eval_step(params, batch):
+    logits = task.forward(backbone, task_params(params, task), batch, train=False).logits
+    return task.eval_outputs(logits, batch)
+
+  return eval_step
+
+
+def jit_eval_step(eval_step: Callable, params_shardings: Any, mesh: jax.sharding.Mesh,
+                  rules: Any) -> Callable:
+  batch_sharding = sharding.batch_sharding(mesh)
+  return sharding.jit(eval_step, mesh, rules, in_shardings=(params_shardings, batch_sharding),
+                      out_shardings=batch_sharding)
