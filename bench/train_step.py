@@ -212,7 +212,7 @@ def run(config: ml_collections.ConfigDict, task_name: str, steps: int, profile: 
       'compiled_argument_bytes': int(memory.argument_size_in_bytes),
       'compiled_output_bytes': int(memory.output_size_in_bytes),
       'memory_measure': memory_kind, 'peak_memory_bytes': memory_bytes,
-      'loss': float(metrics['loss']) if 'loss' in metrics else None,
+      'loss': float(metrics[task_name]['loss']),  # the step returns {task: metrics}
       'device': f'{jax.device_count()} x {jax.devices()[0].device_kind} ({jax.default_backend()})',
       'host': f'{platform.machine()}, {os.cpu_count()} CPUs, '
               f'load average {os.getloadavg()[0]:.2f} at end',

@@ -11,7 +11,7 @@ from vivit_cofinetune.models import pretrained
 from vivit_cofinetune.models import vivit
 
 CONFIGS = pathlib.Path(__file__).parent.parent / 'configs'
-PAPER_CONFIGS = ('ava_kinetics_cofinetune', 'ava_multi_cofinetune', 'avakinetics_cofinetune')
+PAPER_CONFIGS = ('ava_kinetics_cofinetune', 'ava_multi_cofinetune', 'avakinetics_set_multi_cofinetune')
 
 
 @pytest.mark.parametrize('config_name', PAPER_CONFIGS)

@@ -143,8 +143,25 @@ def _take(weights: dict, name: str, source: str, mapped: list, ours: str) -> np.
   return weights.pop(name)
 
 
+# Our names (inside one layer) of the torch modules `_block` reads.
+_LAYER_PATHS = {'attention_norm': 'attention_norm', 'query': 'attention/query',
+                'key': 'attention/key', 'value': 'attention/value', 'out': 'attention/out',
+                'mlp_norm': 'mlp_norm', 'hidden': 'mlp/hidden', 'output': 'mlp/output'}
+
+
+def _take_modules(take, names: Mapping[str, str]) -> dict:
+  """{our module: (their 'NAME.weight', their 'NAME.bias')} for names {our module: their NAME}."""
+  modules = {}
+  for ours, theirs in names.items():
+    path = _LAYER_PATHS[ours]
+    weight = 'scale' if path.endswith('_norm') else 'kernel'
+    modules[ours] = (take(f'{theirs}.weight', f'{path}/{weight}'), take(f'{theirs}.bias', f'{path}/bias'))
+  return modules
+
+
 def _strip(weights: dict, prefixes: tuple[str, ...]) -> dict:
-  """Removes the first of `prefixes` that every name starting with it shares (wrappers)."""
+  """Removes each of `prefixes`, in order, from the names that start with it (the wrappers and
+  model prefixes: 'module.', 'videomae.', ...)."""
   for prefix in prefixes:
     if any(name.startswith(prefix) for name in weights):
       weights = {(name[len(prefix):] if name.startswith(prefix) else name): value
@@ -197,8 +214,7 @@ def _layer_count(weights: dict, pattern: str) -> int:
   return max(indices) + 1
 
 
-def _sizes(weights: dict, fmt: str, hf_config: dict | None, num_heads: int | None,
-           width: int) -> int:
+def _num_heads(fmt: str, hf_config: dict | None, num_heads: int | None, width: int) -> int:
   """Number of heads: from config.json, the flag, or the standard size of that width."""
   if hf_config and 'num_attention_heads' in hf_config:
     return int(hf_config['num_attention_heads'])
@@ -268,7 +284,7 @@ def _videomae(weights: dict, hf_config: dict | None, clip_shape, num_heads, sour
                                         'supported')
   kernel = _patch_kernel(_take(weights, f'{patch}.weight', source, mapped, 'embedding/kernel'))
   width = kernel.shape[-1]
-  heads = _sizes(weights, 'videomae', hf_config, num_heads, width)
+  heads = _num_heads('videomae', hf_config, num_heads, width)
   layers = []
   for index in range(count):
     prefix = layer.format(index)
@@ -292,12 +308,8 @@ def _videomae(weights: dict, hf_config: dict | None, clip_shape, num_heads, sour
       value_b = take('attn.v_bias', 'attention/value/bias')
       names = dict(attention_norm='norm1', out='attn.proj', mlp_norm='norm2', hidden='mlp.fc1',
                    output='mlp.fc2')
-    linear = {'query': (query_w, query_b), 'key': (key_w, None), 'value': (value_w, value_b)}
-    for our_name, their_name in names.items():
-      our_path = {'attention_norm': 'attention_norm', 'out': 'attention/out', 'mlp_norm': 'mlp_norm',
-                  'hidden': 'mlp/hidden', 'output': 'mlp/output'}[our_name]
-      linear[our_name] = (take(f'{their_name}.weight', f'{our_path}/kernel|scale'),
-                          take(f'{their_name}.bias', f'{our_path}/bias'))
+    linear = {'query': (query_w, query_b), 'key': (key_w, None), 'value': (value_w, value_b),
+              **_take_modules(take, names)}
     layers.append(_block(linear, heads, width))
 
   backbone = {'embedding': {'kernel': kernel, 'bias': _take(weights, f'{patch}.bias', source,
@@ -375,29 +387,22 @@ def _vjepa2(weights: dict, hf_config: dict | None, clip_shape, num_heads, source
     epsilon, gelu, trained_clip = 1e-6, 'exact', _ORIGINAL_CLIP['vjepa2']
   kernel = _patch_kernel(_take(weights, f'{patch}.weight', source, mapped, 'embedding/kernel'))
   width = kernel.shape[-1]
-  heads = _sizes(weights, 'vjepa2', hf_config, num_heads, width)
+  heads = _num_heads('vjepa2', hf_config, num_heads, width)
   layers = []
   for index in range(count):
     prefix, ours = layer.format(index), f'encoder/layers_{index}/'
     take = lambda name, our, prefix=prefix, ours=ours: _take(weights, prefix + name, source, mapped,
                                                               ours + our)
+    names = dict(attention_norm='norm1', mlp_norm='norm2', hidden='mlp.fc1', output='mlp.fc2')
     if hf_config is not None:
-      linear = {name: (take(f'attention.{name}.weight', f'attention/{name}/kernel'),
-                       take(f'attention.{name}.bias', f'attention/{name}/bias'))
-                for name in ('query', 'key', 'value')}
-      out = 'attention.proj'
+      names.update(query='attention.query', key='attention.key', value='attention.value',
+                   out='attention.proj')
+      linear = _take_modules(take, names)
     else:
       qkv_w = np.split(take('attn.qkv.weight', 'attention/{query,key,value}/kernel'), 3, axis=0)
       qkv_b = np.split(take('attn.qkv.bias', 'attention/{query,key,value}/bias'), 3, axis=0)
-      linear = dict(zip(('query', 'key', 'value'), zip(qkv_w, qkv_b)))
-      out = 'attn.proj'
-    for our_name, their_name, our_path in (('attention_norm', 'norm1', 'attention_norm'),
-                                           ('out', out, 'attention/out'),
-                                           ('mlp_norm', 'norm2', 'mlp_norm'),
-                                           ('hidden', 'mlp.fc1', 'mlp/hidden'),
-                                           ('output', 'mlp.fc2', 'mlp/output')):
-      linear[our_name] = (take(f'{their_name}.weight', f'{our_path}/kernel|scale'),
-                          take(f'{their_name}.bias', f'{our_path}/bias'))
+      linear = dict(zip(('query', 'key', 'value'), zip(qkv_w, qkv_b)),
+                    **_take_modules(take, dict(names, out='attn.proj')))
     layers.append(_block(linear, heads, width))
   encoder = {f'layers_{index}': layer_tree for index, layer_tree in enumerate(layers)}
   encoder['encoder_norm'] = {
@@ -427,7 +432,7 @@ def _hf_vivit(weights: dict, hf_config: dict | None, clip_shape, num_heads, sour
   kernel = _patch_kernel(_take(weights, 'embeddings.patch_embeddings.projection.weight', source,
                                mapped, 'embedding/kernel'))
   width = kernel.shape[-1]
-  heads = _sizes(weights, 'hf_vivit', hf_config, num_heads, width)
+  heads = _num_heads('hf_vivit', hf_config, num_heads, width)
   gelu = _HF_GELUS.get(hf_config.get('hidden_act', 'gelu_fast'))
   if gelu is None:
     raise convert_lib.ConversionError(f"{source}: hidden_act {hf_config['hidden_act']!r} is not one "
@@ -437,18 +442,11 @@ def _hf_vivit(weights: dict, hf_config: dict | None, clip_shape, num_heads, sour
     prefix, ours = f'encoder.layer.{index}.', f'encoder/layers_{index}/'
     take = lambda name, our, prefix=prefix, ours=ours: _take(weights, prefix + name, source, mapped,
                                                               ours + our)
-    linear = {}
-    for our_name, their_name, our_path in (
-        ('query', 'attention.attention.query', 'attention/query'),
-        ('key', 'attention.attention.key', 'attention/key'),
-        ('value', 'attention.attention.value', 'attention/value'),
-        ('attention_norm', 'layernorm_before', 'attention_norm'),
-        ('out', 'attention.output.dense', 'attention/out'),
-        ('mlp_norm', 'layernorm_after', 'mlp_norm'), ('hidden', 'intermediate.dense', 'mlp/hidden'),
-        ('output', 'output.dense', 'mlp/output')):
-      linear[our_name] = (take(f'{their_name}.weight', f'{our_path}/kernel|scale'),
-                          take(f'{their_name}.bias', f'{our_path}/bias'))
-    layers.append(_block(linear, heads, width))
+    layers.append(_block(_take_modules(take, dict(
+        query='attention.attention.query', key='attention.attention.key',
+        value='attention.attention.value', attention_norm='layernorm_before',
+        out='attention.output.dense', mlp_norm='layernorm_after', hidden='intermediate.dense',
+        output='output.dense')), heads, width))
   patch_size = tuple(int(size) for size in kernel.shape[:3])
   trained_clip = (int(hf_config.get('num_frames', 32)), int(hf_config.get('image_size', 224)),
                   int(hf_config.get('image_size', 224)))

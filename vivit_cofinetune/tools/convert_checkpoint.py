@@ -42,7 +42,9 @@ _INPUT = flags.DEFINE_string('input', None, 'Checkpoint file or directory.')
 _OUTPUT = flags.DEFINE_string('output', None, 'Directory to write (must not hold params yet).')
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Experiment config (its .model is used) or a model config; required for '
-    'big_vision_vit, optional for scenic_vivit (inferred from the checkpoint).', lock_config=False)
+    'big_vision_vit, optional for scenic_vivit (inferred from the checkpoint); videomae, vjepa2 and '
+    'hf_vivit infer the model from the checkpoint and keep only the config\'s scan_layers.',
+    lock_config=False)
 _VARIANT = flags.DEFINE_enum('variant', None, list(vivit.VARIANTS),
                              'Model variant, where a Scenic checkpoint cannot tell.')
 _INPUT_SHAPE = flags.DEFINE_list(
