@@ -32,7 +32,7 @@ TRANSFER_STEPS = {'ava_v2_2': 30_000, 'ava_v2_2+ava_kinetics': 50_000, 'kinetics
 FINETUNE_STEPS = 10_000
 
 # Sampling strategies (`:sampling=`): 'steps', 'size' and 'uniform' are mixture weights of
-# data/mixture.py (each step trains one task drawn by them); 'mixed' trains every task at every step
+# schedule.py (each step trains one task drawn by them); 'mixed' trains every task at every step
 # (mixed batches: each task's batch in every step, losses summed), for as many steps as there are
 # steps per task, so that with equal batch sizes it sees the same clips as the other strategies.
 SAMPLING = ('steps', 'size', 'uniform', 'mixed')
@@ -63,7 +63,7 @@ def paper_config(arg: str, tasks: Mapping[str, ml_collections.ConfigDict]
     transfer=True        the transfer-learning baseline: the upstream sets (mixed by `sampling`),
                          then AVA, same steps per task.
     then_finetune=True   co-finetunes, then finetunes on AVA alone for finetune_steps (10,000).
-    sampling=steps|size|uniform|mixed   which task each step trains (data/mixture.py): each
+    sampling=steps|size|uniform|mixed   which task each step trains (schedule.py): each
                          dataset's steps of the transfer schedule (default, the paper's),
                          proportional to training-set size, or equal steps; 'mixed' trains every
                          task at every step (mixed batches, losses summed) for the steps per task.

@@ -30,19 +30,3 @@ def test_keyframe_boxes_are_drawn_at_their_scaled_position():
   rows, columns = np.nonzero(green)
   # Box corners at y = 0.1 * 40 = 4 .. 0.5 * 40 = 20, x = 0.25 * 80 = 20 .. 0.75 * 80 = 60.
   assert (rows.min(), rows.max(), columns.min(), columns.max()) == (4, 20, 20, 60)
-
-
-def test_grouped_bars_are_as_tall_as_their_means():
-  means = np.array([[0.5, 1.0], [0.25, 0.0]])  # [series, category]
-  image = pictures.grouped_bar_chart(['overall', 'tail'], ['transfer', 'cofinetune'], means,
-                                     np.zeros_like(means))
-  # Layout: margin 40, group gap 24 (half before each group), bars 14 wide, plot 300 px tall from
-  # y=30 (1.0) to y=330 (0.0); a column just inside each bar's left edge misses the whiskers.
-  first_series, second_series = (rows_of(image, column, colour) for column, colour in
-                                 ((40 + 12 + 1, (120, 120, 120)), (40 + 12 + 14 + 1, (66, 133, 244))))
-  assert (first_series.min(), first_series.max()) == (30 + 150, 330)
-  assert (second_series.min(), second_series.max()) == (30 + 225, 330)
-
-
-def rows_of(image: np.ndarray, column: int, colour) -> np.ndarray:
-  return np.flatnonzero(np.all(image[:, column] == colour, axis=-1))

@@ -1,5 +1,5 @@
-"""Images for TensorBoard and the docs: per-class AP by training frequency, annotated evaluation
-keyframes, and grouped bar charts of results over seeds."""
+"""Images for TensorBoard and the docs: per-class AP by training frequency and annotated evaluation
+keyframes. (The study's charts are matplotlib figures: experiments/charts.py.)"""
 from collections.abc import Sequence
 
 import numpy as np
@@ -64,52 +64,4 @@ def annotated_keyframe(frame: np.ndarray, boxes: np.ndarray, captions: Sequence[
     draw.rectangle([x1, y1, x2, y2], outline=(0, 220, 0), width=2)
     for line_index, line in enumerate(caption.split('\n')):
       draw.text((x1 + 2, y1 + 2 + 11 * line_index), line, fill=(0, 255, 0))
-  return np.asarray(image)
-
-
-_SERIES_COLOURS = ((120, 120, 120), (66, 133, 244), (140, 180, 250), (251, 188, 5), (234, 67, 53),
-                   (52, 168, 83), (171, 71, 188), (0, 172, 193))
-
-
-def grouped_bar_chart(categories: Sequence[str], series: Sequence[str], means: np.ndarray,
-                      errors: np.ndarray, *, title: str = '') -> np.ndarray:
-  """Bar chart uint8 [H, W, 3]: one group of bars per category, one bar per series, error bars.
-
-  means, errors: [len(series), len(categories)] in [0, 1]; a bar spans mean and its whisker
-  mean ± error. The legend names the series in the order of their bars.
-  """
-  bar_width, group_gap, plot_height, margin, legend_width = 14, 24, 300, 40, 180
-  plot_top = 30
-  group_width = len(series) * bar_width + group_gap
-  width = margin + len(categories) * group_width + legend_width
-  image = Image.new('RGB', (width, plot_top + plot_height + 30), _BACKGROUND)
-  draw = ImageDraw.Draw(image)
-  draw.text((margin, 8), title, fill=_TEXT)
-
-  def y_of(value: float) -> float:
-    return plot_top + plot_height * (1.0 - float(np.clip(value, 0.0, 1.0)))
-
-  for tick in np.linspace(0, 1, 6):
-    draw.line([(margin, y_of(tick)), (margin + len(categories) * group_width, y_of(tick))],
-              fill=(225, 225, 225))
-    draw.text((4, y_of(tick) - 6), f'{tick:.1f}', fill=_TEXT)
-  for column, category in enumerate(categories):
-    group_left = margin + group_gap // 2 + column * group_width
-    for row in range(len(series)):
-      left = group_left + row * bar_width
-      colour = _SERIES_COLOURS[row % len(_SERIES_COLOURS)]
-      draw.rectangle([left, y_of(means[row, column]), left + bar_width - 2, y_of(0)], fill=colour)
-      centre = left + bar_width // 2 - 1
-      low, high = y_of(means[row, column] - errors[row, column]), y_of(means[row, column]
-                                                                     + errors[row, column])
-      draw.line([(centre, low), (centre, high)], fill=_TEXT)
-      draw.line([(centre - 3, low), (centre + 3, low)], fill=_TEXT)
-      draw.line([(centre - 3, high), (centre + 3, high)], fill=_TEXT)
-    draw.text((group_left, plot_top + plot_height + 8), category, fill=_TEXT)
-  legend_left = margin + len(categories) * group_width + 10
-  for row, name in enumerate(series):
-    top = plot_top + 16 * row
-    draw.rectangle([legend_left, top, legend_left + 10, top + 10],
-                   fill=_SERIES_COLOURS[row % len(_SERIES_COLOURS)])
-    draw.text((legend_left + 16, top - 1), name, fill=_TEXT)
   return np.asarray(image)

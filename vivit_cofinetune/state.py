@@ -1,5 +1,12 @@
 """The train state: params {'backbone', 'heads': {task}} and one optimizer state per part.
 
+`config.optimizer.backbone_state` lays out the backbone's optimizer state: 'shared' (the default) is
+one state that every task's backbone gradient updates; 'per_task' is one state per task,
+{task: state}, so each task's backbone update is normalised by the moments of its own gradients
+(with AdamW, a task whose gradients are small then still takes full-sized steps, instead of steps
+shrunk by the second moment of the tasks with large gradients). It costs one more copy of the
+backbone's optimizer state per task; steps.py says how the per-task updates combine.
+
 Its set-up is shared by training, --mode=eval and the tools: the abstract state with the shardings
 the logical-axis rules give (nothing allocated), and a fresh state built on the mesh.
 """
@@ -17,6 +24,18 @@ from vivit_cofinetune import checkpoint
 from vivit_cofinetune import config_lib
 from vivit_cofinetune import sharding
 from vivit_cofinetune.models import vivit
+
+
+BACKBONE_STATES = ('shared', 'per_task')
+
+
+def backbone_state_layout(optimizer_config: ml_collections.ConfigDict) -> str:
+  """config.optimizer.backbone_state, checked: 'shared' or 'per_task'."""
+  layout = optimizer_config.get('backbone_state', 'shared')
+  if layout not in BACKBONE_STATES:
+    raise config_lib.ConfigError(f'config.optimizer.backbone_state={layout!r}: expected one of '
+                                 f'{list(BACKBONE_STATES)}')
+  return layout
 
 
 @flax.struct.dataclass
@@ -47,8 +66,14 @@ def init_params(backbone: nn.Module, tasks: Mapping, clip_shape, rng: jax.Array)
   return {'backbone': backbone_params, 'heads': heads}
 
 
-def init_state(params: dict, optimizer: optax.GradientTransformation) -> TrainState:
-  opt_state = {'backbone': optimizer.init(params['backbone']),
+def init_state(params: dict, optimizer: optax.GradientTransformation,
+               backbone_state: str = 'shared') -> TrainState:
+  """The state at step 0; `backbone_state` is config.optimizer.backbone_state (module docstring)."""
+  if backbone_state == 'per_task':
+    backbone_opt_state = {name: optimizer.init(params['backbone']) for name in params['heads']}
+  else:
+    backbone_opt_state = optimizer.init(params['backbone'])
+  opt_state = {'backbone': backbone_opt_state,
                'heads': {name: optimizer.init(head) for name, head in params['heads'].items()}}
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state)
 
@@ -69,10 +94,11 @@ def _clip_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int, int]:
 def _boxed_state_fn(config, backbone, tasks, optimizer):
   """rng -> a fresh state whose params still carry their logical-axis boxes."""
   clip_shape = _clip_shape(config)
+  layout = backbone_state_layout(config.optimizer)
 
   def boxed_state(rng):
     params = init_params(backbone, tasks, clip_shape, rng)
-    return init_state(params, optimizer)
+    return init_state(params, optimizer, layout)
 
   return boxed_state
 
@@ -106,4 +132,5 @@ def initial_state(config, backbone, tasks, optimizer, shardings):
           value.shape, s, lambda index: value[index]),
       params, shardings.params)
   # The optimizer states are built under jit too, so they land on the mesh as the params do.
-  return jax.jit(lambda p: init_state(p, optimizer), out_shardings=shardings)(params)
+  layout = backbone_state_layout(config.optimizer)
+  return jax.jit(lambda p: init_state(p, optimizer, layout), out_shardings=shardings)(params)

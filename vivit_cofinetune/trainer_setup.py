@@ -50,7 +50,8 @@ class TrainerSetup:
     step = steps.make_train_step(
         self.backbone, [(self.tasks[name], weight) for name, weight in group], self.optimizer,
         self.trainable() if trainable is None else trainable, seed=self.config.seed,
-        grad_clip_norm=self.config.optimizer.get('grad_clip_norm'))
+        grad_clip_norm=self.config.optimizer.get('grad_clip_norm'),
+        backbone_state=state_lib.backbone_state_layout(self.config.optimizer))
     return steps.jit_train_step(step, self.state_shardings, self.mesh, self.rules)
 
   def eval_step(self, name: str) -> Callable:
