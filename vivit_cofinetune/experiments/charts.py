@@ -53,5 +53,11 @@ def curves_chart(curves: Mapping[str, Mapping[str, Sequence[Sequence[float]]]],
     axes.set_title(panel_title)
     axes.set_xlabel('step')
     axes.grid(alpha=0.3)
-  fig.axes[0].legend(fontsize='x-small')
+  # One legend for the figure: a schedule may have lines in some panels only.
+  handles = {}
+  for axes in fig.axes:
+    for line in axes.get_lines():
+      handles.setdefault(line.get_label(), line)
+  fig.legend(list(handles.values()), list(handles), loc='outside lower center',
+             ncols=min(len(handles), 5), fontsize='small')
   return fig
