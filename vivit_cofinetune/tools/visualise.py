@@ -49,10 +49,10 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from vivit_cofinetune import config_lib
 from vivit_cofinetune import pictures
 from vivit_cofinetune import tasks as tasks_lib
 from vivit_cofinetune.data import builders  # pylint: disable=unused-import (registers the datasets)
-from vivit_cofinetune.data import pipeline
 from vivit_cofinetune.data import video_ops
 from vivit_cofinetune.data.builders import ava as ava_builders
 from vivit_cofinetune.data.builders import video_io
@@ -263,8 +263,8 @@ def _letterboxed(inputs: ml_collections.ConfigDict) -> Callable[[np.ndarray], np
   def prepare(frame):
     video, _ = localisation_examples.eval_frames(
         tf.constant(frame[None]), crop_size=int(inputs.crop_size),
-        mean=tuple(inputs.get('mean', pipeline.INPUT_DEFAULTS['mean'])),
-        eval_resize=inputs.get('eval_resize', pipeline.INPUT_DEFAULTS['eval_resize']))
+        mean=tuple(inputs.get('mean', config_lib.INPUT_DEFAULTS['mean'])),
+        eval_resize=inputs.get('eval_resize', config_lib.INPUT_DEFAULTS['eval_resize']))
     return video.numpy()[0]
   return prepare
 
@@ -273,8 +273,8 @@ def _placement(inputs: ml_collections.ConfigDict, height: int, width: int) -> np
   """Where eval_frames puts a height x width picture on the model input: (y0, x0, h, w), [0, 1]."""
   _, placement = localisation_examples.eval_frames(
       tf.zeros([1, height, width, 3], tf.uint8), crop_size=int(inputs.crop_size),
-      mean=tuple(inputs.get('mean', pipeline.INPUT_DEFAULTS['mean'])),
-      eval_resize=inputs.get('eval_resize', pipeline.INPUT_DEFAULTS['eval_resize']))
+      mean=tuple(inputs.get('mean', config_lib.INPUT_DEFAULTS['mean'])),
+      eval_resize=inputs.get('eval_resize', config_lib.INPUT_DEFAULTS['eval_resize']))
   return placement.numpy()
 
 
@@ -402,7 +402,7 @@ def localisation_report(request: ReportRequest):
     raise VisualiseError(f'--boxes: task {task.name} localises; give a CSV of person boxes '
                          '(video_id,timestamp,x1,y1,x2,y2,,score)')
   threshold = inputs.get('detector_score_threshold',
-                         pipeline.INPUT_DEFAULTS['detector_score_threshold'])
+                         config_lib.INPUT_DEFAULTS['detector_score_threshold'])
   keyframes = read_person_boxes(request.boxes_path, request.video_id)
   keyframes = _confident(keyframes, threshold if request.min_score is None else request.min_score,
                          request.boxes_path)
