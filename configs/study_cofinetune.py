@@ -36,7 +36,7 @@ Other arguments: `alone=TASK` trains only TASK, for the steps (and batches) the 
 (the measure of what a task reaches trained alone; not a study schedule, it trains fewer clips);
 `backbone_state=shared|per_task` is config.optimizer.backbone_state (state.py); `tiny=True` runs
 the same schedule on the tests' tiny sets at a few steps. Every run evaluates every task eight times
-over training (`eval_every = steps // 8`), so the study can plot its curves.
+over training (`eval_every = steps // 8`; twice with `tiny=True`), so the study can plot its curves.
 """
 import os
 
@@ -117,7 +117,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   config.mesh = dict(data=-1, fsdp=1, model=1)
   total_steps = sum(phase['steps'] for phase in config.schedule.phases)
   # Eight evaluations over training: the study's curves (does a schedule overfit, or forget?).
-  config.eval_every = config.log_every = max(1, total_steps // 8)
+  # Eight evaluations over training for the curves (two in a tiny code-path check, which only needs
+  # a curve to exist).
+  config.eval_every = config.log_every = max(1, total_steps // (2 if arg.tiny else 8))
   config.checkpoint_every = total_steps
   config.checkpoint_every_minutes = 0.0
   config.keep_checkpoints = 1

@@ -197,10 +197,10 @@ def test_study_runs_end_to_end_and_writes_its_table_charts_curves_and_json(data_
     metrics = written['summary'][schedule]
     assert 0.0 <= metrics['loc mAP']['mean'] <= 1.0
     assert metrics['loc loss']['mean'] > 0 and metrics['B loss']['mean'] > 0
-    # Evaluated eight times over training (eval_every = steps // 8), every task.
+    # Evaluated over training (a tiny run: at steps 4 and 8), every task.
     curves = written['curves'][schedule]
-    assert [step for step, _ in curves['eval/loc/mAP']] == list(range(1, 9))
-    assert [step for step, _ in curves['eval/upstream_b/top1']] == list(range(1, 9))
+    assert [step for step, _ in curves['eval/loc/mAP']] == [4, 8]
+    assert [step for step, _ in curves['eval/upstream_b/top1']] == [4, 8]
     run = written['runs'][schedule]['0']
     assert run['curves']['eval/loc/mAP'][-1][1] == pytest.approx(run['results']['loc']['mAP'])
   alone = written['summary']['upstream_a alone']
