@@ -22,5 +22,6 @@ setuptools.setup(
     # configs/ too: the config files import configs.common, wherever the command runs.
     packages=setuptools.find_packages(include=['vivit_cofinetune', 'vivit_cofinetune.*', 'configs']),
     install_requires=_requirements(),
-    extras_require={'test': ['pytest==9.2.0']},
+    # pytest-xdist runs the suite on up to four processes (pytest.ini).
+    extras_require={'test': ['pytest==9.2.0', 'pytest-xdist==3.8.0']},
 )
