@@ -14,17 +14,9 @@ Starts from the ImageNet-21k ViT-L/16 inflated to ViViT, converted once as
 configs/ava_kinetics_cofinetune.py says (the same directory serves every paper config of that size;
 pass --config=configs/avakinetics_set_multi_cofinetune.py:size=L to the converter).
 `:init=PATH` reads it from elsewhere (a gs:// copy for a pod), `:init=none` trains from scratch.
-Or start from a video-pretrained backbone, `:init=NAME` (models/pretrained.py; docs/models.md has
-the table), converted once for these 32x224x224 clips to ~/vivit_checkpoints/NAME_32x224; it sets
-the model's sizes and numerics (`size=` does not apply). Its authors report:
-  videomae_L     MCG-NJU/videomae-large-finetuned-kinetics, --from=videomae: AVA v2.2 37.0 mAP
-  videomae_v2_g  VideoMAE V2 vit_g_hybrid_pt_1200e_k710_ft.pth, --from=videomae: AVA v2.2 42.6 mAP
-  vjepa2_L       facebook/vjepa2-vitl-fpc64-256, --from=vjepa2: no AVA result reported
-  vivit_B_k400   google/vivit-b-16x2-kinetics400, --from=hf_vivit: no AVA result reported
-e.g. python -m vivit_cofinetune.tools.convert_checkpoint --from=videomae \
-         --input=/path/to/videomae-large-finetuned-kinetics --input_shape=32,224,224 \
-         --output=$HOME/vivit_checkpoints/videomae_L_32x224
-VideoMAE's own fine-tuning uses layer-wise learning-rate decay: `--config.optimizer.layer_decay=0.75`.
+Or start from a video-pretrained backbone, `:init=NAME` with NAME one of videomae_L,
+videomae_v2_g, vjepa2_L, vivit_B_k400: configs/ava_kinetics_cofinetune.py gives their
+conversion and what their authors report, docs/models.md the whole table.
 
 Variants (`:a=1,b=2`; configs/common.py `paper_config` says what each does): size=B|L,
 transfer=True (the three upstream sets together, mixed by `sampling`, then AVA-Kinetics),

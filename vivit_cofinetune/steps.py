@@ -28,11 +28,6 @@ from vivit_cofinetune.tasks import base
 Group = Sequence[tuple[base.Task, float]]
 
 
-def task_params(params: Mapping[str, Any], task: base.Task) -> dict[str, Any]:
-  """The params one task's forward pass reads: {'backbone', 'head'}."""
-  return {'backbone': params['backbone'], 'head': params['heads'][task.name]}
-
-
 def make_train_step(backbone: nn.Module, group: Group, optimizer: optax.GradientTransformation,
                     trainable: Mapping[str, Any], *, seed: int,
                     grad_clip_norm: float | None, backbone_state: str = 'shared') -> Callable:
@@ -125,7 +120,8 @@ def make_eval_step(backbone: nn.Module, task: base.Task) -> Callable:
   """(params, batch) -> the task's per-example eval outputs."""
 
   def eval_step(params, batch):
-    logits = task.forward(backbone, task_params(params, task), batch, train=False).logits
+    task_params = {'backbone': params['backbone'], 'head': params['heads'][task.name]}
+    logits = task.forward(backbone, task_params, batch, train=False).logits
     return task.eval_outputs(logits, batch)
 
   return eval_step

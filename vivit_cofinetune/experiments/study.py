@@ -37,6 +37,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from vivit_cofinetune import config_lib
+from vivit_cofinetune import logs
 from vivit_cofinetune import train
 from vivit_cofinetune.data import builders  # pylint: disable=unused-import  (registers the builders)
 from vivit_cofinetune.experiments import charts
@@ -243,6 +244,7 @@ def run_study(output: pathlib.Path, *, seeds: int, schedules: Sequence[str], dat
 
 def main(argv):
   del argv
+  logs.quiet_library_logs()
   tf.config.set_visible_devices([], 'GPU')  # tf.data runs on the host, as in main.py.
   output = pathlib.Path(_OUTPUT.value).expanduser().resolve()
   output.mkdir(parents=True, exist_ok=True)

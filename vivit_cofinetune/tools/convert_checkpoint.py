@@ -32,6 +32,7 @@ from ml_collections import config_flags
 import numpy as np
 import orbax.checkpoint as ocp
 
+from vivit_cofinetune import logs
 from vivit_cofinetune.models import convert
 from vivit_cofinetune.models import video_checkpoints
 from vivit_cofinetune.models import vivit
@@ -152,6 +153,7 @@ def convert_checkpoint(from_format: str, input_path: str, output_dir: str, *,
 
 
 def main(argv):
+  logs.quiet_library_logs()
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments {argv[1:]}')
   description = convert_checkpoint(

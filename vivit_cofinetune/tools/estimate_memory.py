@@ -28,6 +28,7 @@ import ml_collections
 from ml_collections import config_flags
 import numpy as np
 
+from vivit_cofinetune import logs
 from vivit_cofinetune import sharding
 from vivit_cofinetune import trainer_setup
 
@@ -78,6 +79,7 @@ def _gib(num_bytes: int) -> str:
 
 def main(argv):
   del argv
+  logs.quiet_library_logs()
   sizes = [int(size) for size in _MESH.value or ()]
   if len(sizes) != 3 or min(sizes) < 1:
     raise app.UsageError(f'--mesh={",".join(_MESH.value or ())}: expected data,fsdp,model, e.g. 4,8,1')

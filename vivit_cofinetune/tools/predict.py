@@ -34,6 +34,7 @@ import numpy as np
 from vivit_cofinetune import checkpoint
 from vivit_cofinetune import cli
 from vivit_cofinetune import config_lib
+from vivit_cofinetune import logs
 from vivit_cofinetune import tasks as tasks_lib
 from vivit_cofinetune.tasks import base as tasks_base
 from vivit_cofinetune.models import vivit
@@ -295,6 +296,7 @@ def _output_path(output: str) -> pathlib.Path:
 
 def main(argv, flag_values: dict):
   """Runs the tool; every error it can name ends the process with one `predict:` line."""
+  logs.quiet_library_logs()
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments {argv[1:]}')
   value = {name: holder.value for name, holder in flag_values.items()}

@@ -50,6 +50,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from vivit_cofinetune import config_lib
+from vivit_cofinetune import logs
 from vivit_cofinetune import pictures
 from vivit_cofinetune import tasks as tasks_lib
 from vivit_cofinetune.data import builders  # pylint: disable=unused-import (registers the datasets)
@@ -560,6 +561,7 @@ def _define_flags() -> dict:
 
 
 def main(argv, flag_values: dict):
+  logs.quiet_library_logs()
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments {argv[1:]}')
   value = {name: holder.value for name, holder in flag_values.items()}
