@@ -271,8 +271,8 @@ if __name__ == '__main__':
                                          "Pretraining steps (default: the config's).")
   _DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS data_dir (default: OUTPUT/tfds).')
   _TINY = flags.DEFINE_bool('tiny', False, 'The tests\' tiny datasets and model (a code-path check).')
-  _ALONE = flags.DEFINE_string('alone', '', 'Also train each task of this schedule alone, for the '
-                               'steps the schedule gives it (seed 0).')
+  _ALONE = flags.DEFINE_string('alone', 'cofinetune_2', 'Also train each task of this schedule '
+                               'alone, for the steps the schedule gives it (seed 0); empty: none.')
   _BACKBONE_STATE = flags.DEFINE_enum('backbone_state', None, ['shared', 'per_task'],
                                       "config.optimizer.backbone_state (default: the config's).")
   flags.mark_flag_as_required('output')
