@@ -5,6 +5,7 @@ reference forward passes below are numpy, in Scenic's / big_vision's parameteris
 """
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -575,8 +576,11 @@ def test_convert_tool_command_line(tmp_path):
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   failed = subprocess.run(command, cwd=root, capture_output=True, text=True, check=False)
   assert failed.returncode != 0 and '--variant' in failed.stderr
-  subprocess.run(command + ['--variant=factorised_dot_product', '--head_name=kinetics'], cwd=root,
-                 check=True, capture_output=True)
+  done = subprocess.run(command + ['--variant=factorised_dot_product', '--head_name=kinetics'],
+                        cwd=root, check=True, capture_output=True, text=True)
+  # Our lines only: no INFO line of a Python library (orbax's save, jax's backend probing).
+  assert not re.findall(r'^I\d{4} [\d:.]+ +\d+ \S+\.py:\d+\] .*', done.stderr, re.MULTILINE), \
+      done.stderr[-3000:]
   with open(tmp_path / 'out' / 'config.json') as file:
     assert json.load(file)['model']['variant'] == 'factorised_dot_product'
   # The written directory computes Scenic's function, classification head included.

@@ -51,6 +51,10 @@ FINAL_STEP, MIDWAY_STEP = 4, 2
 # parallel). Fully sharded alone and tensor parallel alone are compiled for their memory below; their
 # training runs were cut to keep the suite's time (each axis already splits in the 2,2,2 run).
 MESHES = {'8,1,1': dict(data=8, fsdp=1, model=1), '2,2,2': dict(data=2, fsdp=2, model=2)}
+RESUMED_ON_8 = 'resumed on 8,1,1'
+# Compiled for their memory: one device alone, and each axis alone over 8 devices.
+MEMORY_MESHES = {'1': dict(data=1, fsdp=1, model=1), '8,1,1': dict(data=8, fsdp=1, model=1),
+                 '1,8,1': dict(data=1, fsdp=8, model=1), '1,1,8': dict(data=1, fsdp=1, model=8)}
 # What DEFAULT_RULES should do to each logical axis on the mesh (written out here, not imported).
 EXPECTED_MESH_AXIS = {'embed': 'fsdp', 'mlp': 'model', 'heads': 'model'}
 # Training losses and eval metrics on another mesh: float32 summation order again (eval metrics are
@@ -130,11 +134,6 @@ def run_job(data_dir: str, workdir: str, mesh: dict) -> dict:
   return report
 
 
-def run_jobs(data_dir: str, jobs: list) -> list[dict]:
-  """run_job for each (workdir, mesh) in turn, in this process."""
-  return [run_job(data_dir, workdir, mesh) for workdir, mesh in jobs]
-
-
 def compiled_memory(meshes: dict[str, dict]) -> dict[str, dict]:
   """Per mesh: estimate_memory's per-device bytes of the classification step, and the number of
   elements per device of each forward attention projection and MLP hidden activation (from the
@@ -178,9 +177,11 @@ def in_subprocess(num_devices: int, function: str, *args, timeout_s: int = SUBPR
   return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
-def run_job_on_devices(num_devices: int, data_dir, workdir, mesh: dict) -> dict:
-  """run_job in a fresh process with `num_devices` emulated CPU devices."""
-  return in_subprocess(num_devices, 'run_job', str(data_dir), str(workdir), mesh)
+def eight_device_jobs(data_dir: str, jobs: list, memory_meshes: dict[str, dict]) -> dict:
+  """In this process (run with 8 devices): run_job for each (workdir, mesh) in turn, then
+  compiled_memory of `memory_meshes`."""
+  return {'runs': [run_job(data_dir, workdir, mesh) for workdir, mesh in jobs],
+          'memory': compiled_memory(memory_meshes)}
 
 
 def assert_params_close(actual: dict, expected: dict, atol: float):
@@ -211,14 +212,25 @@ def single_device(single_device_job):
 
 
 @pytest.fixture(scope='module')
-def mesh_jobs(data_dir, single_device, tmp_path_factory):  # pylint: disable=unused-argument
-  """The same config from scratch on each of MESHES over 8 devices, in one process (after the data
-  exists): {mesh name: (workdir, report)}."""
+def eight_devices(data_dir, single_device, tmp_path_factory):
+  """One process with 8 devices (after the data and the 1-device run exist) runs the config from
+  scratch on each of MESHES, resumes the 1-device run from its mid-way checkpoint on data=8 (the
+  8,1,1 step, compiled once, serves both), and compiles the step on MEMORY_MESHES:
+  ({job name: (workdir, report)}, compiled_memory's report)."""
   workdirs = {name: tmp_path_factory.mktemp(f'mesh_{name.replace(",", "_")}') for name in MESHES}
-  reports = in_subprocess(8, 'run_jobs', str(data_dir),
-                          [(str(workdirs[name]), mesh) for name, mesh in MESHES.items()],
-                          timeout_s=len(MESHES) * SUBPROCESS_TIMEOUT_S)
-  return {name: (workdirs[name], report) for name, report in zip(MESHES, reports)}
+  workdirs[RESUMED_ON_8] = copy_without_final_checkpoint(single_device,
+                                                         tmp_path_factory.mktemp('resumed_on_8'))
+  meshes = {**MESHES, RESUMED_ON_8: dict(data=8, fsdp=1, model=1)}
+  report = in_subprocess(8, 'eight_device_jobs', str(data_dir),
+                         [(str(workdirs[name]), mesh) for name, mesh in meshes.items()], MEMORY_MESHES,
+                         timeout_s=len(meshes) * SUBPROCESS_TIMEOUT_S)
+  return {name: (workdirs[name], run) for name, run in zip(meshes, report['runs'])}, report['memory']
+
+
+@pytest.fixture(scope='module')
+def mesh_jobs(eight_devices):
+  """{mesh name: (workdir, report)} of the runs from scratch on MESHES."""
+  return {name: eight_devices[0][name] for name in MESHES}
 
 
 @pytest.fixture(scope='module')
@@ -269,12 +281,9 @@ def test_every_mesh_ends_with_the_losses_params_and_metrics_of_1_device(mesh_nam
 
 
 @pytest.fixture(scope='module')
-def memory():
-  """compiled_memory on 8 devices for one device alone and three meshes."""
-  return in_subprocess(8, 'compiled_memory', {'1': dict(data=1, fsdp=1, model=1),
-                                               '8,1,1': dict(data=8, fsdp=1, model=1),
-                                               '1,8,1': dict(data=1, fsdp=8, model=1),
-                                               '1,1,8': dict(data=1, fsdp=1, model=8)})
+def memory(eight_devices):
+  """compiled_memory of MEMORY_MESHES on 8 devices."""
+  return eight_devices[1]
 
 
 def test_fsdp_8_keeps_an_eighth_of_params_and_optimizer_per_device(memory):
@@ -302,9 +311,9 @@ def test_model_8_splits_attention_and_mlp_activations(memory):
   assert memory['1,1,8']['activations'] < 0.6 * memory['1']['activations']
 
 
-def test_1_device_checkpoint_resumes_on_8_devices(data_dir, single_device, tmp_path):
-  workdir = copy_without_final_checkpoint(single_device, tmp_path)
-  report = run_job_on_devices(8, data_dir, workdir, dict(data=8, fsdp=1, model=1))
+def test_1_device_checkpoint_resumes_on_8_devices(eight_devices, single_device):
+  workdir, report = eight_devices[0][RESUMED_ON_8]
+  workdir = pathlib.Path(workdir)
   assert report['restored_step'] == MIDWAY_STEP
   restored = dict(np.load(workdir / 'restored_params.npz'))
   assert_params_close(restored, saved_params(single_device, MIDWAY_STEP), atol=0)
@@ -377,5 +386,5 @@ def test_two_processes_train_evaluate_every_example_once_and_checkpoint(data_dir
 
 
 if __name__ == '__main__':
-  _JOBS = {'run_job': run_job, 'run_jobs': run_jobs, 'compiled_memory': compiled_memory}
+  _JOBS = {'eight_device_jobs': eight_device_jobs}
   print(json.dumps(_JOBS[sys.argv[1]](*json.loads(sys.argv[2]))))
