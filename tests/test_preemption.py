@@ -134,7 +134,8 @@ def test_damaged_newest_checkpoint_gives_way_to_the_one_before(two_checkpoints, 
   shutil.copytree(finished / 'checkpoints', tmp_path / 'checkpoints')
   damaged = damage(tmp_path / 'checkpoints' / '4')
 
-  with caplog.at_level(logging.INFO):
+  # absl's logger keeps its own level (an earlier test on this worker may have set its verbosity).
+  with caplog.at_level(logging.INFO), caplog.at_level(logging.INFO, logger='absl'):
     train.train_and_evaluate(config, str(tmp_path))
   assert re.search(r'Checkpoint at step 4 does not restore \(\w+.*\); trying the one before',
                    caplog.text), caplog.text
