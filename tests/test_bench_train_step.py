@@ -116,3 +116,8 @@ def test_the_gpu_bench_runs_without_tensorflow_tfds_pyav_clu_or_pillow(tmp_path)
   assert done.returncode == 0, done.stderr[-2000:]
   result = json.loads(done.stdout.strip().splitlines()[-1])
   assert result['model'] == 'Ti/16x2' and result['batch_size'] == 2 and result['step_s'] > 0
+  # predict and estimate_memory (with the log filter they share with main) import without them too.
+  imported = subprocess.run(
+      [sys.executable, '-c', 'import vivit_cofinetune.tools.predict, vivit_cofinetune.tools.estimate_memory'],
+      cwd=repo, env=environment, capture_output=True, text=True, check=False, timeout=600)
+  assert imported.returncode == 0, imported.stderr[-2000:]

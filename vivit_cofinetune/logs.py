@@ -6,11 +6,14 @@ import logging as python_logging
 import math
 import os
 import time
+import typing
 
 from absl import logging
-from clu import metric_writers
 import jax
 import numpy as np
+
+if typing.TYPE_CHECKING:
+  from clu import metric_writers
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 # WARNING-level notices of a library that say nothing the user can act on.
@@ -30,12 +33,15 @@ def _is_shown(record: python_logging.LogRecord) -> bool:
   return record.pathname.startswith(_PACKAGE_DIR) or logging.get_verbosity() >= 1
 
 
-def make_writer(workdir) -> metric_writers.MetricWriter:
+def make_writer(workdir) -> 'metric_writers.MetricWriter':
   """TensorBoard summaries in `workdir`, written by process 0 only (one logdir for the job).
 
   No logging writer: the progress line and the evaluation headlines are the log's; clu's default
-  writer would log every scalar a second time.
+  writer would log every scalar a second time. clu (and with it TensorFlow) is imported here, not
+  with the module: the log filter above also serves predict and estimate_memory, which run where
+  TensorFlow is absent.
   """
+  from clu import metric_writers  # pylint: disable=g-import-not-at-top
   if jax.process_index() > 0:
     return metric_writers.MultiWriter([])
   return metric_writers.AsyncWriter(metric_writers.SummaryWriter(os.fspath(workdir)))
