@@ -220,7 +220,7 @@ def eight_devices(data_dir, single_device, tmp_path_factory):
   workdirs = {name: tmp_path_factory.mktemp(f'mesh_{name.replace(",", "_")}') for name in MESHES}
   workdirs[RESUMED_ON_8] = copy_without_final_checkpoint(single_device,
                                                          tmp_path_factory.mktemp('resumed_on_8'))
-  meshes = {**MESHES, RESUMED_ON_8: dict(data=8, fsdp=1, model=1)}
+  meshes = {**MESHES, RESUMED_ON_8: MESHES['8,1,1']}
   report = in_subprocess(8, 'eight_device_jobs', str(data_dir),
                          [(str(workdirs[name]), mesh) for name, mesh in meshes.items()], MEMORY_MESHES,
                          timeout_s=len(meshes) * SUBPROCESS_TIMEOUT_S)
@@ -313,7 +313,6 @@ def test_model_8_splits_attention_and_mlp_activations(memory):
 
 def test_1_device_checkpoint_resumes_on_8_devices(eight_devices, single_device):
   workdir, report = eight_devices[0][RESUMED_ON_8]
-  workdir = pathlib.Path(workdir)
   assert report['restored_step'] == MIDWAY_STEP
   restored = dict(np.load(workdir / 'restored_params.npz'))
   assert_params_close(restored, saved_params(single_device, MIDWAY_STEP), atol=0)
